@@ -1,0 +1,513 @@
+//! Blocks of coroutine-local storage and the current-block pointer.
+//!
+//! This is the only module of `co_local` with `unsafe` code. It owns:
+//!
+//! - `CURRENT`, the one thread-local pointer that names the block accesses
+//!   reach (null: the thread's own block, not made yet or already destroyed);
+//! - the process-wide [`Layout`]: offsets written into each declaration's
+//!   [`Slot`] once, and a template image copied into every new block;
+//! - [`Block`]: one allocation of that layout, and its destruction;
+//! - the access path used by [`LocalKey`]: read `CURRENT`, add the offset,
+//!   check the state byte for values that have one.
+//!
+//! A block is `[Header | values...]`. A value with a state byte (lazy values,
+//! and constants whose type has a destructor) has it right after the value,
+//! so one offset finds both.
+
+use core::cell::{Cell, UnsafeCell};
+use core::mem::{align_of, needs_drop, size_of, MaybeUninit};
+use core::ptr::{self, NonNull};
+use std::alloc::{self, handle_alloc_error};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use crate::key::{AccessError, LocalKey};
+use crate::registry::{self, Declaration};
+
+/// State byte of a lazy value that has not been made in this block.
+pub(crate) const UNINIT: u8 = 0;
+/// State byte of a value that is alive.
+pub(crate) const ALIVE: u8 = 1;
+/// State byte of a value that is being or has been destroyed.
+pub(crate) const DESTROYED: u8 = 2;
+
+/// The offset of a declaration's value in every block.
+pub struct Slot(UnsafeCell<usize>);
+
+// SAFETY: the offset is written exactly once, in `Layout::build`, which runs
+// inside the `OnceLock` initialiser before the layout is published. It is read
+// only by threads that have obtained the published layout (an acquire through
+// `OnceLock`): `Layout::build` itself, and the access path, which reads it only
+// when this thread's `CURRENT` is non-null. `CURRENT` is set only to a block
+// made on this thread (blocks are `!Send`), and making a block gets the layout
+// first. So every read happens after the write, and there is no other write.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    pub(crate) const fn new() -> Slot {
+        Slot(UnsafeCell::new(0))
+    }
+
+    /// # Safety
+    ///
+    /// The layout must have been obtained on this thread (see `impl Sync`).
+    #[inline(always)]
+    unsafe fn get(&self) -> usize {
+        // SAFETY: the caller guarantees the write happened before; no write
+        // happens after it.
+        unsafe { *self.0.get() }
+    }
+}
+
+/// Type-erased operations on a key's value, for the layout and for blocks.
+pub(crate) trait ErasedKey: Sync {
+    /// Writes the initial value of a constant to `dst` (possibly unaligned).
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of the value's size.
+    unsafe fn write_const(&self, dst: *mut u8);
+
+    /// Drops the value at `value` in place.
+    ///
+    /// # Safety
+    ///
+    /// `value` must point to an alive, aligned value of the key's type that
+    /// nobody uses afterwards.
+    unsafe fn drop_value(&self, value: *mut u8);
+}
+
+impl<T: 'static> ErasedKey for LocalKey<T> {
+    unsafe fn write_const(&self, dst: *mut u8) {
+        // SAFETY: the caller guarantees `dst` is valid for writes of a `T`.
+        unsafe { dst.cast::<T>().write_unaligned((self.init)()) }
+    }
+
+    unsafe fn drop_value(&self, value: *mut u8) {
+        // SAFETY: the caller guarantees an alive, aligned, unused `T`.
+        unsafe { ptr::drop_in_place(value.cast::<T>()) }
+    }
+}
+
+/// The first bytes of every block.
+#[repr(C)]
+struct Header {
+    /// Set when destruction of the block starts: no lazy value is made after.
+    destroying: Cell<bool>,
+    /// Lazy values with drop glue made in this block and not yet destroyed.
+    lazy_live: Cell<usize>,
+}
+
+/// A value whose block must destroy it.
+struct DropEntry {
+    offset: usize,
+    state: usize,
+    ops: &'static dyn ErasedKey,
+}
+
+/// The layout of every block, computed once per process.
+pub(crate) struct Layout {
+    size: usize,
+    align: usize,
+    /// The image of a new block: zeroed header and state bytes, constants in
+    /// place (state `ALIVE` where they have a destructor).
+    template: Box<[MaybeUninit<u8>]>,
+    const_drops: Vec<DropEntry>,
+    lazy_drops: Vec<DropEntry>,
+}
+
+static LAYOUT: OnceLock<Layout> = OnceLock::new();
+
+/// The layout of the registry linked into this binary.
+pub(crate) fn layout() -> &'static Layout {
+    LAYOUT.get_or_init(|| Layout::build(crate::__private::DECLARATIONS.static_slice()))
+}
+
+impl Layout {
+    fn build(decls: &'static [Declaration]) -> Layout {
+        let shapes: Vec<_> = decls.iter().map(Declaration::shape).collect();
+        let plan = registry::plan((size_of::<Header>(), align_of::<Header>()), &shapes);
+        // An allocation of size 0 is not allowed; a block always has its header.
+        let size = plan.size.max(1);
+        let mut template = vec![MaybeUninit::new(0u8); size].into_boxed_slice();
+        let mut const_drops = Vec::new();
+        let mut lazy_drops = Vec::new();
+        for (decl, &offset) in decls.iter().zip(&plan.offsets) {
+            // SAFETY: we are inside the `OnceLock` initialiser, before the
+            // layout is published: no thread reads any slot yet (see `Slot`).
+            unsafe { *decl.offset.0.get() = offset };
+            let state = offset + decl.size();
+            if decl.is_const() {
+                // SAFETY: `plan` keeps `offset + size` within `size` bytes.
+                unsafe {
+                    decl.ops
+                        .write_const(template.as_mut_ptr().add(offset).cast())
+                };
+                if decl.needs_drop() {
+                    template[state] = MaybeUninit::new(ALIVE);
+                }
+            }
+            if decl.needs_drop() {
+                let entry = DropEntry {
+                    offset,
+                    state,
+                    ops: decl.ops,
+                };
+                if decl.is_const() {
+                    const_drops.push(entry);
+                } else {
+                    lazy_drops.push(entry);
+                }
+            }
+        }
+        Layout {
+            size,
+            align: plan.align,
+            template,
+            const_drops,
+            lazy_drops,
+        }
+    }
+
+    /// Bytes of one block.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    fn alloc_layout(&self) -> alloc::Layout {
+        alloc::Layout::from_size_align(self.size, self.align)
+            .expect("co_local: block layout is too large")
+    }
+}
+
+std::thread_local! {
+    /// The block that accesses on this thread reach; null for the thread's own
+    /// block (made on first use).
+    static CURRENT: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// One block: an allocation of the layout, owned.
+pub(crate) struct Block {
+    base: NonNull<u8>,
+}
+
+impl Block {
+    /// Makes a block: allocation plus a copy of the template.
+    pub(crate) fn new() -> Block {
+        let layout = layout();
+        let alloc_layout = layout.alloc_layout();
+        // SAFETY: `alloc_layout` has a non-zero size (the header).
+        let base = unsafe { alloc::alloc(alloc_layout) };
+        let Some(base) = NonNull::new(base) else {
+            handle_alloc_error(alloc_layout)
+        };
+        // SAFETY: both ranges are `layout.size` bytes long, the template is a
+        // separate allocation, and the new block is valid for writes.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                layout.template.as_ptr().cast::<u8>(),
+                base.as_ptr(),
+                layout.size,
+            );
+        }
+        Block { base }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+}
+
+impl Drop for Block {
+    /// Destroys every alive value with a destructor, with this block current,
+    /// then frees the block. A panicking destructor does not stop the others;
+    /// the first panic is resumed once the block is freed (unless the thread
+    /// is already unwinding: the panic hook has reported it).
+    fn drop(&mut self) {
+        let base = self.base.as_ptr();
+        let layout = layout();
+        // SAFETY: `base` is a live block; the header is at offset 0, aligned
+        // (the block's alignment is at least the header's).
+        let header = unsafe { &*base.cast::<Header>() };
+        header.destroying.set(true);
+        let mut first_panic = None;
+        let mut run = |entries: &[DropEntry]| {
+            for entry in entries {
+                // SAFETY: `entry.state` is within the block (the plan).
+                let state = unsafe { base.add(entry.state) };
+                // SAFETY: `state` points into this live block.
+                if unsafe { *state } != ALIVE {
+                    continue;
+                }
+                // SAFETY: as above. Marking it first makes accesses from the
+                // destructor (its own key included) see it as destroyed.
+                unsafe { *state = DESTROYED };
+                let value = entry.offset;
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    // SAFETY: the value was alive and is now marked destroyed,
+                    // so no access reaches it again; the offset is aligned.
+                    unsafe { entry.ops.drop_value(base.add(value)) }
+                }));
+                if let Err(payload) = result {
+                    first_panic.get_or_insert(payload);
+                }
+            }
+        };
+        enter(base, || {
+            run(&layout.const_drops);
+            if header.lazy_live.get() > 0 {
+                run(&layout.lazy_drops);
+            }
+        });
+        // SAFETY: allocated in `Block::new` with the same layout; no access
+        // can reach it any more: it is not current, and all references into
+        // it were handed to closures that have returned.
+        unsafe { alloc::dealloc(base, layout.alloc_layout()) };
+        if let Some(payload) = first_panic {
+            if !std::thread::panicking() {
+                panic::resume_unwind(payload);
+            }
+        }
+    }
+}
+
+/// Runs `f` with `base` as the current block, restoring the previous one
+/// afterwards, also on panic.
+pub(crate) fn enter<R>(base: *mut u8, f: impl FnOnce() -> R) -> R {
+    struct Restore(*mut u8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.set(self.0);
+        }
+    }
+    let _restore = Restore(CURRENT.replace(base));
+    f()
+}
+
+/// The thread's own block, for code outside every coroutine.
+struct ThreadBlock(Option<Block>);
+
+impl Drop for ThreadBlock {
+    fn drop(&mut self) {
+        if let Some(block) = self.0.take() {
+            let base = block.as_ptr();
+            drop(block);
+            if CURRENT.get() == base {
+                CURRENT.set(ptr::null_mut());
+            }
+        }
+    }
+}
+
+std::thread_local! {
+    static THREAD_BLOCK: ThreadBlock = ThreadBlock(Some(Block::new()));
+}
+
+/// Makes the thread's own block current, making it first if needed.
+fn thread_block() -> Result<*mut u8, AccessError> {
+    let base = THREAD_BLOCK
+        .try_with(|b| b.0.as_ref().map(Block::as_ptr))
+        .ok()
+        .flatten()
+        .ok_or(AccessError::new())?;
+    CURRENT.set(base);
+    Ok(base)
+}
+
+/// The fast path: the value of `key` in the current block, if it is there
+/// and alive. `None` sends the caller to [`slow_path`].
+#[inline(always)]
+fn fast_path<T: 'static>(key: &'static LocalKey<T>) -> Option<NonNull<T>> {
+    let base = CURRENT.get();
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: `CURRENT` is non-null, so this thread has the layout (`Slot`).
+    let offset = unsafe { key.decl.offset.get() };
+    // SAFETY: `base` is a live block (the invariant of `CURRENT`) and the
+    // plan keeps every value and its state byte inside it.
+    let value = unsafe { base.add(offset) };
+    if key.lazy || needs_drop::<T>() {
+        // SAFETY: values with a state byte have it right after the value.
+        if unsafe { *value.add(size_of::<T>()) } != ALIVE {
+            return None;
+        }
+    }
+    // SAFETY: `base` is non-null and the offset keeps it so.
+    Some(unsafe { NonNull::new_unchecked(value.cast::<T>()) })
+}
+
+/// Everything the fast path does not handle: making the thread's block,
+/// lazy initialisation (with `preset` instead of the initialiser if given),
+/// and values being or already destroyed.
+#[cold]
+#[inline(never)]
+fn slow_path<T: 'static>(
+    key: &'static LocalKey<T>,
+    preset: Option<&mut Option<T>>,
+) -> Result<NonNull<T>, AccessError> {
+    let mut base = CURRENT.get();
+    if base.is_null() {
+        base = thread_block()?;
+    }
+    // SAFETY: `CURRENT` is non-null now, so this thread has the layout.
+    let offset = unsafe { key.decl.offset.get() };
+    // SAFETY: as in `fast_path`.
+    let value = unsafe { base.add(offset) }.cast::<T>();
+    // SAFETY: `value` is non-null (inside a block).
+    let nonnull = unsafe { NonNull::new_unchecked(value) };
+    if !(key.lazy || needs_drop::<T>()) {
+        return Ok(nonnull);
+    }
+    // SAFETY: the state byte follows the value.
+    let state = unsafe { value.cast::<u8>().add(size_of::<T>()) };
+    // SAFETY: `state` is in the live block.
+    match unsafe { *state } {
+        ALIVE => return Ok(nonnull),
+        UNINIT if key.lazy => {}
+        _ => return Err(AccessError::new()),
+    }
+    // SAFETY: the header is at the start of the live block.
+    let header = unsafe { &*base.cast::<Header>() };
+    if header.destroying.get() {
+        return Err(AccessError::new());
+    }
+    let new = match preset.and_then(Option::take) {
+        Some(v) => v,
+        None => (key.init)(),
+    };
+    // The initialiser may have reached this key again and made the value: read
+    // the state anew (as std does, the outer value wins; the inner is dropped).
+    // SAFETY: the block is still alive: it cannot be destroyed while an access
+    // to it is running (see `Block` and `Locals`).
+    match unsafe { *state } {
+        UNINIT => {
+            // SAFETY: the slot is aligned, in bounds and holds no value.
+            unsafe {
+                value.write(new);
+                *state = ALIVE;
+            }
+            if needs_drop::<T>() {
+                header.lazy_live.set(header.lazy_live.get() + 1);
+            }
+        }
+        ALIVE => {
+            // SAFETY: the slot holds an alive value that no reference points
+            // to: the inner accesses that made it have returned.
+            drop(unsafe { value.replace(new) });
+        }
+        _ => {
+            drop(new);
+            return Err(AccessError::new());
+        }
+    }
+    Ok(nonnull)
+}
+
+/// Runs `f` with a reference to the current block's value of `key`.
+#[inline]
+pub(crate) fn try_with<T: 'static, R>(
+    key: &'static LocalKey<T>,
+    f: impl FnOnce(&T) -> R,
+) -> Result<R, AccessError> {
+    let value = match fast_path(key) {
+        Some(v) => v,
+        None => slow_path(key, None)?,
+    };
+    // SAFETY: the value is alive and stays alive while `f` runs: the block is
+    // owned by the running coroutine, an entered `Locals` (borrowed for the
+    // whole `enter`) or the thread (destroyed only at thread exit), none of
+    // which can end during `f`; its destruction marks values destroyed before
+    // dropping them, so no new reference is made to a dying value. Only shared
+    // references are ever made to values.
+    Ok(f(unsafe { value.as_ref() }))
+}
+
+/// Like [`try_with`], but a lazy value not made yet is made from `init`
+/// instead of its initialiser; `f` gets `init` back if it was not used.
+#[inline]
+pub(crate) fn initialize_with<T: 'static, R>(
+    key: &'static LocalKey<T>,
+    init: T,
+    f: impl FnOnce(Option<T>, &T) -> R,
+) -> Result<R, AccessError> {
+    let mut init = Some(init);
+    let value = match fast_path(key) {
+        Some(v) => v,
+        None => slow_path(key, Some(&mut init))?,
+    };
+    // SAFETY: as in `try_with`.
+    Ok(f(init, unsafe { value.as_ref() }))
+}
+
+/// The block that code on a thread reaches, as a raw handle: what a
+/// coroutine runtime saves and restores on each switch.
+///
+/// A `RawBlock` is either [`RawBlock::THREAD`] (the thread's own block) or the
+/// block of a live [`Locals`](crate::Locals), from [`Locals::as_raw`](crate::Locals::as_raw).
+/// It is a plain pointer: copying it does nothing, and it does not keep the
+/// block alive. It is neither `Send` nor `Sync`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RawBlock(*mut u8);
+
+impl RawBlock {
+    /// The thread's own block, used by code outside every coroutine.
+    pub const THREAD: RawBlock = RawBlock(ptr::null_mut());
+
+    pub(crate) fn from_block(block: &Block) -> RawBlock {
+        RawBlock(block.as_ptr())
+    }
+}
+
+impl core::fmt::Debug for RawBlock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0.is_null() {
+            f.write_str("RawBlock::THREAD")
+        } else {
+            f.debug_tuple("RawBlock").field(&self.0).finish()
+        }
+    }
+}
+
+/// Makes `block` the current block of this thread and returns the previous
+/// one: the switch primitive of coroutine runtimes.
+///
+/// A runtime calls it twice per resume, around the context switch:
+///
+/// ```
+/// # let mut locals = co_local::Locals::new();
+/// # let mut saved = locals.as_raw();
+/// # let switch_into_coroutine = || {};
+/// // resume: the coroutine's saved block becomes current...
+/// // SAFETY: `saved` is `locals`'s block or what the coroutine had current
+/// // when it last suspended; both outlive this resume.
+/// let resumer = unsafe { co_local::swap_current(saved) };
+/// switch_into_coroutine(); // runs until the coroutine suspends or returns
+/// // ...and on the way back, the resumer's is restored. Saving what the
+/// // coroutine had current (it may have entered another `Locals` and
+/// // suspended inside it) gives it that block back on the next resume.
+/// // SAFETY: `resumer` was current before and its owner is still alive.
+/// saved = unsafe { co_local::swap_current(resumer) };
+/// ```
+///
+/// That is the whole per-switch cost: one thread-local pointer swapped, no
+/// per-variable work, no allocation, no lock.
+///
+/// # Safety
+///
+/// While `block` is current (until the next call that makes another block
+/// current), it must stay alive: if it is the block of a
+/// [`Locals`](crate::Locals), that `Locals` must not be dropped (moving it is
+/// fine: the block does not move). `block` must come from
+/// [`Locals::as_raw`](crate::Locals::as_raw) on this thread, from
+/// [`RawBlock::THREAD`], or from an earlier `swap_current` on this thread
+/// whose block is still alive. Before the owner of the current block is
+/// dropped, or before [`Locals::enter`](crate::Locals::enter) returns into
+/// code that expects its own previous block, the runtime must swap back
+/// whatever it swapped in (nesting like `enter`). References handed out by
+/// [`LocalKey::with`] must not outlive their block: a runtime keeps a
+/// suspended coroutine's block alive until the coroutine's stack is gone.
+#[inline]
+pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
+    RawBlock(CURRENT.replace(block.0))
+}

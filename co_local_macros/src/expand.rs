@@ -1,0 +1,106 @@
+//! Emission of one `LocalKey` static per declaration.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::Type;
+
+use crate::parse::{Decl, Input};
+
+pub(crate) fn expand(input: Input) -> TokenStream {
+    let Input {
+        krate,
+        decls,
+        errors,
+    } = input;
+    let errors = errors.map(|e| e.to_compile_error());
+    let statics = decls.iter().map(|d| expand_decl(&krate, d));
+    quote! {
+        #errors
+        #(#statics)*
+    }
+}
+
+fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
+    let Decl {
+        attrs,
+        vis,
+        static_token,
+        name,
+        ty,
+        init,
+        is_const,
+    } = decl;
+    let lazy = !is_const;
+    let doc = generated_doc(ty, *is_const);
+    let name_str = name.to_string();
+    // The initializer's function carries the type's span on its return type
+    // and the user's expression as its body, so a type mismatch points at the
+    // initializer, and a `const { }` that is not constant at that block.
+    let init_fn = quote_spanned! {init.span()=>
+        fn __co_local_init() -> #ty {
+            #init
+        }
+    };
+    quote! {
+        #(#attrs)*
+        #[doc = #doc]
+        #vis #static_token #name: #krate::LocalKey<#ty> = {
+            #[#krate::__private::linkme::distributed_slice(#krate::__private::DECLARATIONS)]
+            #[linkme(crate = #krate::__private::linkme)]
+            static __CO_LOCAL_DECLARATION: #krate::__private::Declaration =
+                #krate::__private::Declaration::private_new::<#ty>(
+                    &#name,
+                    #name_str,
+                    #krate::__private::module_path!(),
+                    #lazy,
+                );
+            #init_fn
+            #krate::LocalKey::private_new(&__CO_LOCAL_DECLARATION, __co_local_init, #lazy)
+        };
+    }
+}
+
+/// The section added to each static's docs: what it is, how it is
+/// initialised, and the accessors that apply to its type.
+fn generated_doc(ty: &Type, is_const: bool) -> String {
+    let init = if is_const {
+        "Initialised from a constant (`const { }`): the value is already in place in every \
+         coroutine's block, and an access checks nothing."
+    } else {
+        "Initialised lazily: the initialiser runs on the first access in each coroutine (and \
+         in each thread, outside coroutines)."
+    };
+    let mut accessors = String::from(
+        "[`with`](co_local::LocalKey::with), [`try_with`](co_local::LocalKey::try_with)",
+    );
+    match last_segment(ty).as_deref() {
+        Some("Cell") => accessors.push_str(
+            ", and for this `Cell`: [`get`](co_local::LocalKey::get), \
+             [`set`](co_local::LocalKey::set), [`take`](co_local::LocalKey::take), \
+             [`replace`](co_local::LocalKey::replace)",
+        ),
+        Some("RefCell") => accessors.push_str(
+            ", and for this `RefCell`: [`with_borrow`](co_local::LocalKey::with_borrow), \
+             [`with_borrow_mut`](co_local::LocalKey::with_borrow_mut), \
+             [`set`](co_local::LocalKey::set), [`take`](co_local::LocalKey::take), \
+             [`replace`](co_local::LocalKey::replace)",
+        ),
+        _ => {}
+    }
+    format!(
+        "\n\n# Coroutine-local\n\n\
+         Declared with `co_local!`: each coroutine has its own copy of this value, and code \
+         outside every coroutine has its thread's own copy.\n\n{init}\n\n\
+         Accessors: {accessors}.",
+    )
+}
+
+fn last_segment(ty: &Type) -> Option<String> {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last().map(|s| s.ident.to_string()),
+        Type::Group(g) => last_segment(&g.elem),
+        Type::Paren(p) => last_segment(&p.elem),
+        _ => None,
+    }
+}

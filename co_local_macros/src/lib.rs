@@ -1,0 +1,37 @@
+//! The procedural macro behind [`co_local::co_local!`]. Use that one: this
+//! crate is an implementation detail, and its macro expects the path of the
+//! `co_local` crate as its first token.
+//!
+//! The macro parses (`parse.rs`), validates while parsing so that each error
+//! points at the offending token, and emits (`expand.rs`) one
+//! `co_local::LocalKey` static per declaration, registered in `co_local`'s
+//! `linkme` distributed slice. Every item the expansion names lives in
+//! `co_local::__private`.
+//!
+//! [`co_local::co_local!`]: https://docs.rs/co_local/latest/co_local/macro.co_local.html
+//!
+//! ```
+//! use std::cell::Cell;
+//!
+//! co_local::co_local! {
+//!     static DEPTH: Cell<u32> = const { Cell::new(0) };
+//! }
+//!
+//! DEPTH.set(DEPTH.get() + 1);
+//! assert_eq!(DEPTH.get(), 1);
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod expand;
+mod parse;
+
+use proc_macro::TokenStream;
+
+/// Not public API: invoked by `co_local::co_local!` with `$crate` first.
+#[doc(hidden)]
+#[proc_macro]
+pub fn co_local(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as parse::Input);
+    expand::expand(input).into()
+}

@@ -1,0 +1,1 @@
+//! Integration tests live in `tests/*.rs`; this library only anchors the package.
