@@ -120,10 +120,7 @@ impl<T: 'static> LocalKey<T> {
     where
         F: FnOnce(&T) -> R,
     {
-        match self.try_with(f) {
-            Ok(r) => r,
-            Err(err) => panic_access_error(err),
-        }
+        storage::with(self, f)
     }
 
     /// Acquires a reference to the value in this coroutine's block.
@@ -168,16 +165,13 @@ impl<T: 'static> LocalKey<T> {
     where
         F: FnOnce(Option<T>, &T) -> R,
     {
-        match storage::initialize_with(self, init, f) {
-            Ok(r) => r,
-            Err(err) => panic_access_error(err),
-        }
+        storage::initialize_with(self, init, f)
     }
 }
 
 #[cold]
 #[track_caller]
-fn panic_access_error(err: AccessError) -> ! {
+pub(crate) fn panic_access_error(err: AccessError) -> ! {
     panic!("cannot access a coroutine-local value during or after destruction: {err:?}")
 }
 

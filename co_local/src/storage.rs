@@ -314,38 +314,41 @@ fn thread_block() -> Result<*mut u8, AccessError> {
     Ok(base)
 }
 
-/// The fast path: the value of `key` in the current block, if it is there
-/// and alive. `None` sends the caller to [`slow_path`].
+/// The fast path: where the value of `key` is in the current block, if it
+/// is there and alive, as the block and the value's offset. `None` sends the
+/// caller to [`slow_path`].
 #[inline(always)]
-fn fast_path<T: 'static>(key: &'static LocalKey<T>) -> Option<NonNull<T>> {
-    let base = CURRENT.get();
-    if base.is_null() {
-        return None;
-    }
+fn fast_path<T: 'static>(key: &'static LocalKey<T>) -> Option<(NonNull<u8>, usize)> {
+    let base = NonNull::new(CURRENT.get())?;
     // SAFETY: `CURRENT` is non-null, so this thread has the layout (`Slot`).
     let offset = unsafe { key.decl.offset.get() };
-    // SAFETY: `base` is a live block (the invariant of `CURRENT`) and the
-    // plan keeps every value and its state byte inside it.
-    let value = unsafe { base.add(offset) };
     if key.lazy || needs_drop::<T>() {
-        // SAFETY: values with a state byte have it right after the value.
-        if unsafe { *value.add(size_of::<T>()) } != ALIVE {
+        // SAFETY: `base` is a live block (the invariant of `CURRENT`), and
+        // the plan puts the state byte right after the value, inside it.
+        if unsafe { *base.as_ptr().add(offset + size_of::<T>()) } != ALIVE {
             return None;
         }
     }
-    // SAFETY: `base` is non-null and the offset keeps it so.
-    Some(unsafe { NonNull::new_unchecked(value.cast::<T>()) })
+    Some((base, offset))
 }
 
-/// Everything the fast path does not handle: making the thread's block,
-/// lazy initialisation (with `preset` instead of the initialiser if given),
-/// and values being or already destroyed.
+/// The value at `offset` in the block at `base`, as [`fast_path`] found it.
+#[inline(always)]
+fn value_at<T>((base, offset): (NonNull<u8>, usize)) -> NonNull<T> {
+    // SAFETY: `fast_path` returns offsets of values inside the live block.
+    unsafe { base.add(offset) }.cast::<T>()
+}
+
+/// Everything the fast path does not handle: makes the thread's block, makes
+/// a lazy value (from `preset` instead of the initialiser if given), or
+/// reports a value being or already destroyed. On `Ok`, the fast path finds
+/// the value.
 #[cold]
 #[inline(never)]
 fn slow_path<T: 'static>(
     key: &'static LocalKey<T>,
     preset: Option<&mut Option<T>>,
-) -> Result<NonNull<T>, AccessError> {
+) -> Result<(), AccessError> {
     let mut base = CURRENT.get();
     if base.is_null() {
         base = thread_block()?;
@@ -354,16 +357,14 @@ fn slow_path<T: 'static>(
     let offset = unsafe { key.decl.offset.get() };
     // SAFETY: as in `fast_path`.
     let value = unsafe { base.add(offset) }.cast::<T>();
-    // SAFETY: `value` is non-null (inside a block).
-    let nonnull = unsafe { NonNull::new_unchecked(value) };
     if !(key.lazy || needs_drop::<T>()) {
-        return Ok(nonnull);
+        return Ok(());
     }
     // SAFETY: the state byte follows the value.
     let state = unsafe { value.cast::<u8>().add(size_of::<T>()) };
     // SAFETY: `state` is in the live block.
     match unsafe { *state } {
-        ALIVE => return Ok(nonnull),
+        ALIVE => return Ok(()),
         UNINIT if key.lazy => {}
         _ => return Err(AccessError::new()),
     }
@@ -401,43 +402,98 @@ fn slow_path<T: 'static>(
             return Err(AccessError::new());
         }
     }
-    Ok(nonnull)
+    Ok(())
 }
 
-/// Runs `f` with a reference to the current block's value of `key`.
+/// Finds the current block's value of `key`, making it reachable first if
+/// needed (see [`slow_path`]).
+///
+/// The slow branch ends with the same inlined [`fast_path`] as the fast
+/// branch, so whichever way the value was found, the compiler knows the
+/// pointer, the offset and the state check it went through: a second access
+/// right after (`X.set(X.get() + 1)`) reuses them instead of redoing them.
+#[inline(always)]
+fn find<T: 'static>(
+    key: &'static LocalKey<T>,
+    preset: Option<&mut Option<T>>,
+) -> Result<NonNull<T>, AccessError> {
+    let found = match fast_path(key) {
+        Some(found) => found,
+        None => {
+            slow_path(key, preset)?;
+            match fast_path(key) {
+                Some(found) => found,
+                None => unreachable_after_slow_path(),
+            }
+        }
+    };
+    Ok(value_at(found))
+}
+
+#[cold]
+#[inline(never)]
+fn unreachable_after_slow_path() -> ! {
+    unreachable!("co_local: the slow path left the value unreachable")
+}
+
+/// Runs `f` with a reference to the current block's value of `key`, or
+/// returns why the value cannot be reached.
 #[inline]
 pub(crate) fn try_with<T: 'static, R>(
     key: &'static LocalKey<T>,
     f: impl FnOnce(&T) -> R,
 ) -> Result<R, AccessError> {
-    let value = match fast_path(key) {
-        Some(v) => v,
-        None => slow_path(key, None)?,
-    };
-    // SAFETY: the value is alive and stays alive while `f` runs: the block is
-    // owned by the running coroutine, an entered `Locals` (borrowed for the
-    // whole `enter`) or the thread (destroyed only at thread exit), none of
-    // which can end during `f`; its destruction marks values destroyed before
-    // dropping them, so no new reference is made to a dying value. Only shared
-    // references are ever made to values.
-    Ok(f(unsafe { value.as_ref() }))
+    let value = find(key, None)?;
+    // SAFETY: see `value_ref`.
+    Ok(f(unsafe { value_ref(value) }))
 }
 
-/// Like [`try_with`], but a lazy value not made yet is made from `init`
-/// instead of its initialiser; `f` gets `init` back if it was not used.
+/// Runs `f` with a reference to the current block's value of `key`; panics
+/// if the value cannot be reached.
 #[inline]
+#[track_caller]
+pub(crate) fn with<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) -> R) -> R {
+    let value = match find(key, None) {
+        Ok(value) => value,
+        Err(err) => crate::key::panic_access_error(err),
+    };
+    // SAFETY: see `value_ref`.
+    f(unsafe { value_ref(value) })
+}
+
+/// Like [`with`], but a lazy value not made yet is made from `init` instead
+/// of its initialiser; `f` gets `init` back if it was not used.
+#[inline]
+#[track_caller]
 pub(crate) fn initialize_with<T: 'static, R>(
     key: &'static LocalKey<T>,
     init: T,
     f: impl FnOnce(Option<T>, &T) -> R,
-) -> Result<R, AccessError> {
+) -> R {
     let mut init = Some(init);
-    let value = match fast_path(key) {
-        Some(v) => v,
-        None => slow_path(key, Some(&mut init))?,
+    let value = match find(key, Some(&mut init)) {
+        Ok(value) => value,
+        Err(err) => crate::key::panic_access_error(err),
     };
-    // SAFETY: as in `try_with`.
-    Ok(f(init, unsafe { value.as_ref() }))
+    // SAFETY: see `value_ref`.
+    f(init, unsafe { value_ref(value) })
+}
+
+/// The reference handed to an accessor's closure.
+///
+/// # Safety
+///
+/// `value` must come from [`fast_path`] or [`slow_path`] just now: an alive
+/// value of the current block. It then stays alive while the closure runs:
+/// the block is owned by the running coroutine, an entered `Locals` (borrowed
+/// for the whole `enter`) or the thread (destroyed only at thread exit), none
+/// of which can end during the closure; destruction marks a value destroyed
+/// before dropping it, so no new reference is made to a dying value. Only
+/// shared references are ever made to values.
+#[inline(always)]
+unsafe fn value_ref<'a, T>(value: NonNull<T>) -> &'a T {
+    // SAFETY: the caller guarantees the value is alive for `'a`.
+    unsafe { value.as_ref() }
 }
 
 /// The block that code on a thread reaches, as a raw handle: what a
