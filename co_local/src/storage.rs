@@ -5,8 +5,9 @@
 //! - `CURRENT`, the one thread-local pointer that names the block accesses
 //!   reach (null: the thread's own block, not made yet or already destroyed);
 //! - the process-wide [`Layout`]: offsets written into each declaration's
-//!   [`Slot`] once, and a template image copied into every new block;
-//! - [`Block`]: one allocation of that layout, and its destruction;
+//!   [`Slot`] once, and the image of the constants copied into every block;
+//! - [`Block`]: one allocation of that layout, its destruction, and a
+//!   per-thread pool of clean blocks for reuse;
 //! - the access path used by [`LocalKey`]: read `CURRENT`, add the offset,
 //!   check the state byte for values that have one.
 //!
@@ -14,7 +15,7 @@
 //! and constants whose type has a destructor) has it right after the value,
 //! so one offset finds both.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::{Cell, RefCell, UnsafeCell};
 use core::mem::{align_of, needs_drop, size_of, MaybeUninit};
 use core::ptr::{self, NonNull};
 use std::alloc::{self, handle_alloc_error};
@@ -94,27 +95,49 @@ impl<T: 'static> ErasedKey for LocalKey<T> {
 struct Header {
     /// Set when destruction of the block starts: no lazy value is made after.
     destroying: Cell<bool>,
-    /// Lazy values with drop glue made in this block and not yet destroyed.
-    lazy_live: Cell<usize>,
+    /// Lazy values made in this block. While it is zero, the lazy region is
+    /// clean (every state byte `UNINIT`) and destruction skips it.
+    lazy_made: Cell<usize>,
 }
 
-/// A value whose block must destroy it.
-struct DropEntry {
-    offset: usize,
+/// A constant whose type has drop glue: blocks destroy it.
+struct ConstDrop {
+    value: usize,
     state: usize,
     ops: &'static dyn ErasedKey,
 }
 
+/// A lazy value: its state byte, and how to destroy it if it has drop glue.
+struct Lazy {
+    value: usize,
+    state: usize,
+    drop: Option<&'static dyn ErasedKey>,
+}
+
 /// The layout of every block, computed once per process.
+///
+/// A block is two regions: the *prefix* `[Header | constants]`, copied from
+/// [`Layout::prefix`] into every new block, and the *lazy region*
+/// `[lazy values with their state bytes]`, which a block only needs clean
+/// (every state byte `UNINIT`). A fresh allocation zeroes it; a recycled
+/// block was cleaned when it was destroyed. So making a block costs the same
+/// whatever the number of lazy declarations.
 pub(crate) struct Layout {
     size: usize,
     align: usize,
-    /// The image of a new block: zeroed header and state bytes, constants in
-    /// place (state `ALIVE` where they have a destructor).
-    template: Box<[MaybeUninit<u8>]>,
-    const_drops: Vec<DropEntry>,
-    lazy_drops: Vec<DropEntry>,
+    /// The image of the prefix: zeroed header, constants in place (state
+    /// `ALIVE` where they have a destructor).
+    prefix: Box<[MaybeUninit<u8>]>,
+    const_drops: Vec<ConstDrop>,
+    lazies: Vec<Lazy>,
+    /// How many clean blocks each thread keeps for reuse.
+    pool_max: usize,
 }
+
+/// Bytes of clean blocks a thread keeps for reuse, at most.
+const POOL_BYTES: usize = 256 * 1024;
+/// Clean blocks a thread keeps for reuse, at most.
+const POOL_BLOCKS: usize = 64;
 
 static LAYOUT: OnceLock<Layout> = OnceLock::new();
 
@@ -125,47 +148,50 @@ pub(crate) fn layout() -> &'static Layout {
 
 impl Layout {
     fn build(decls: &'static [Declaration]) -> Layout {
-        let shapes: Vec<_> = decls.iter().map(Declaration::shape).collect();
-        let plan = registry::plan((size_of::<Header>(), align_of::<Header>()), &shapes);
-        // An allocation of size 0 is not allowed; a block always has its header.
-        let size = plan.size.max(1);
-        let mut template = vec![MaybeUninit::new(0u8); size].into_boxed_slice();
+        let (consts, lazies): (Vec<&Declaration>, Vec<&Declaration>) =
+            decls.iter().partition(|d| d.is_const());
+        let shapes = |ds: &[&Declaration]| ds.iter().map(|d| d.shape()).collect::<Vec<_>>();
+        let header = (size_of::<Header>(), align_of::<Header>());
+        let prefix_plan = registry::plan(header, &shapes(&consts));
+        let lazy_plan = registry::plan((prefix_plan.size, 1), &shapes(&lazies));
+        let size = lazy_plan.size.max(prefix_plan.size);
+        let align = prefix_plan.align.max(lazy_plan.align);
+
+        let mut prefix = vec![MaybeUninit::new(0u8); prefix_plan.size].into_boxed_slice();
         let mut const_drops = Vec::new();
-        let mut lazy_drops = Vec::new();
-        for (decl, &offset) in decls.iter().zip(&plan.offsets) {
+        for (decl, &value) in consts.iter().zip(&prefix_plan.offsets) {
             // SAFETY: we are inside the `OnceLock` initialiser, before the
             // layout is published: no thread reads any slot yet (see `Slot`).
-            unsafe { *decl.offset.0.get() = offset };
-            let state = offset + decl.size();
-            if decl.is_const() {
-                // SAFETY: `plan` keeps `offset + size` within `size` bytes.
-                unsafe {
-                    decl.ops
-                        .write_const(template.as_mut_ptr().add(offset).cast())
-                };
-                if decl.needs_drop() {
-                    template[state] = MaybeUninit::new(ALIVE);
-                }
-            }
+            unsafe { *decl.offset.0.get() = value };
+            // SAFETY: `plan` keeps `value + size` within the prefix.
+            unsafe { decl.ops.write_const(prefix.as_mut_ptr().add(value).cast()) };
             if decl.needs_drop() {
-                let entry = DropEntry {
-                    offset,
+                let state = value + decl.size();
+                prefix[state] = MaybeUninit::new(ALIVE);
+                const_drops.push(ConstDrop {
+                    value,
                     state,
                     ops: decl.ops,
-                };
-                if decl.is_const() {
-                    const_drops.push(entry);
-                } else {
-                    lazy_drops.push(entry);
-                }
+                });
             }
+        }
+        let mut lazy_entries = Vec::with_capacity(lazies.len());
+        for (decl, &value) in lazies.iter().zip(&lazy_plan.offsets) {
+            // SAFETY: as above.
+            unsafe { *decl.offset.0.get() = value };
+            lazy_entries.push(Lazy {
+                value,
+                state: value + decl.size(),
+                drop: decl.needs_drop().then_some(decl.ops),
+            });
         }
         Layout {
             size,
-            align: plan.align,
-            template,
+            align,
+            prefix,
             const_drops,
-            lazy_drops,
+            lazies: lazy_entries,
+            pool_max: (POOL_BYTES / size).clamp(1, POOL_BLOCKS),
         }
     }
 
@@ -186,28 +212,56 @@ std::thread_local! {
     static CURRENT: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
 }
 
+/// Clean blocks of this thread, ready for reuse: the lazy region is clean,
+/// the prefix is copied anew when one is taken. Freed at thread exit.
+struct Pool(RefCell<Vec<NonNull<u8>>>);
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let layout = layout();
+        for base in self.0.get_mut().drain(..) {
+            // SAFETY: pooled blocks were allocated with this layout and are
+            // owned by the pool alone.
+            unsafe { alloc::dealloc(base.as_ptr(), layout.alloc_layout()) };
+        }
+    }
+}
+
+std::thread_local! {
+    static POOL: Pool = const { Pool(RefCell::new(Vec::new())) };
+}
+
 /// One block: an allocation of the layout, owned.
 pub(crate) struct Block {
     base: NonNull<u8>,
 }
 
 impl Block {
-    /// Makes a block: allocation plus a copy of the template.
+    /// Makes a block: a clean allocation (recycled or fresh) plus a copy of
+    /// the prefix.
     pub(crate) fn new() -> Block {
         let layout = layout();
-        let alloc_layout = layout.alloc_layout();
-        // SAFETY: `alloc_layout` has a non-zero size (the header).
-        let base = unsafe { alloc::alloc(alloc_layout) };
-        let Some(base) = NonNull::new(base) else {
-            handle_alloc_error(alloc_layout)
-        };
-        // SAFETY: both ranges are `layout.size` bytes long, the template is a
-        // separate allocation, and the new block is valid for writes.
+        let recycled = POOL.try_with(|p| p.0.borrow_mut().pop()).ok().flatten();
+        let base = recycled.unwrap_or_else(|| {
+            let alloc_layout = layout.alloc_layout();
+            // SAFETY: `alloc_layout` has a non-zero size (the header).
+            let base = unsafe { alloc::alloc(alloc_layout) };
+            let Some(base) = NonNull::new(base) else {
+                handle_alloc_error(alloc_layout)
+            };
+            let lazy_start = layout.prefix.len();
+            // SAFETY: the lazy region `lazy_start..size` is inside the new
+            // allocation; zeroing it makes every state byte `UNINIT`.
+            unsafe { ptr::write_bytes(base.as_ptr().add(lazy_start), 0, layout.size - lazy_start) };
+            base
+        });
+        // SAFETY: the prefix is shorter than a block, the image is a separate
+        // allocation, and the block is valid for writes and used by nobody.
         unsafe {
             ptr::copy_nonoverlapping(
-                layout.template.as_ptr().cast::<u8>(),
+                layout.prefix.as_ptr().cast::<u8>(),
                 base.as_ptr(),
-                layout.size,
+                layout.prefix.len(),
             );
         }
         Block { base }
@@ -220,9 +274,10 @@ impl Block {
 
 impl Drop for Block {
     /// Destroys every alive value with a destructor, with this block current,
-    /// then frees the block. A panicking destructor does not stop the others;
-    /// the first panic is resumed once the block is freed (unless the thread
-    /// is already unwinding: the panic hook has reported it).
+    /// then cleans the block and gives it to the pool (or frees it). A
+    /// panicking destructor does not stop the others; the first panic is
+    /// resumed once the block is released (unless the thread is already
+    /// unwinding: the panic hook has reported it).
     fn drop(&mut self) {
         let base = self.base.as_ptr();
         let layout = layout();
@@ -231,38 +286,60 @@ impl Drop for Block {
         let header = unsafe { &*base.cast::<Header>() };
         header.destroying.set(true);
         let mut first_panic = None;
-        let mut run = |entries: &[DropEntry]| {
-            for entry in entries {
-                // SAFETY: `entry.state` is within the block (the plan).
-                let state = unsafe { base.add(entry.state) };
-                // SAFETY: `state` points into this live block.
-                if unsafe { *state } != ALIVE {
-                    continue;
-                }
-                // SAFETY: as above. Marking it first makes accesses from the
-                // destructor (its own key included) see it as destroyed.
-                unsafe { *state = DESTROYED };
-                let value = entry.offset;
-                let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                    // SAFETY: the value was alive and is now marked destroyed,
-                    // so no access reaches it again; the offset is aligned.
-                    unsafe { entry.ops.drop_value(base.add(value)) }
-                }));
-                if let Err(payload) = result {
-                    first_panic.get_or_insert(payload);
-                }
+        let mut destroy = |value: usize, state: usize, ops: &dyn ErasedKey| {
+            // SAFETY: `state` is within the block (the plan).
+            let state = unsafe { base.add(state) };
+            // SAFETY: `state` points into this live block.
+            if unsafe { *state } != ALIVE {
+                return;
+            }
+            // SAFETY: as above. Marking it first makes accesses from the
+            // destructor (its own key included) see it as destroyed.
+            unsafe { *state = DESTROYED };
+            let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: the value was alive and is now marked destroyed, so
+                // no access reaches it again; the offset is aligned.
+                unsafe { ops.drop_value(base.add(value)) }
+            }));
+            if let Err(payload) = result {
+                first_panic.get_or_insert(payload);
             }
         };
         enter(base, || {
-            run(&layout.const_drops);
-            if header.lazy_live.get() > 0 {
-                run(&layout.lazy_drops);
+            for c in &layout.const_drops {
+                destroy(c.value, c.state, c.ops);
+            }
+            if header.lazy_made.get() > 0 {
+                for lazy in &layout.lazies {
+                    if let Some(ops) = lazy.drop {
+                        destroy(lazy.value, lazy.state, ops);
+                    }
+                }
             }
         });
-        // SAFETY: allocated in `Block::new` with the same layout; no access
-        // can reach it any more: it is not current, and all references into
-        // it were handed to closures that have returned.
-        unsafe { alloc::dealloc(base, layout.alloc_layout()) };
+        if header.lazy_made.get() > 0 {
+            for lazy in &layout.lazies {
+                // SAFETY: the state byte is in the block; every value is
+                // destroyed, so marking them all not made cleans the region.
+                unsafe { *base.add(lazy.state) = UNINIT };
+            }
+        }
+        let pooled = POOL
+            .try_with(|p| {
+                let mut p = p.0.borrow_mut();
+                let room = p.len() < layout.pool_max;
+                if room {
+                    p.push(self.base);
+                }
+                room
+            })
+            .unwrap_or(false);
+        if !pooled {
+            // SAFETY: allocated in `Block::new` with the same layout; no
+            // access can reach it any more: it is not current, and all
+            // references into it were handed to closures that have returned.
+            unsafe { alloc::dealloc(base, layout.alloc_layout()) };
+        }
         if let Some(payload) = first_panic {
             if !std::thread::panicking() {
                 panic::resume_unwind(payload);
@@ -388,9 +465,7 @@ fn slow_path<T: 'static>(
                 value.write(new);
                 *state = ALIVE;
             }
-            if needs_drop::<T>() {
-                header.lazy_live.set(header.lazy_live.get() + 1);
-            }
+            header.lazy_made.set(header.lazy_made.get() + 1);
         }
         ALIVE => {
             // SAFETY: the slot holds an alive value that no reference points

@@ -139,3 +139,27 @@ fn rust_accessors_match_std() {
         assert_eq!(NAMES.try_with(|n| n.borrow().len()), Ok(2));
     });
 }
+
+#[test]
+fn a_recycled_block_is_as_good_as_new() {
+    let before = INIT_RUNS.get();
+    for round in 0..200u64 {
+        let mut block = Locals::new();
+        block.enter(|| {
+            assert_eq!(CONST_COUNTER.get(), 7, "round {round}: constant reset");
+            assert!(
+                NAMES.with_borrow(Vec::is_empty),
+                "round {round}: lazy remade"
+            );
+            assert_eq!(LAZY_COUNTER.get(), 1000, "round {round}: initialiser ran");
+            CONST_COUNTER.set(round);
+            LAZY_COUNTER.set(round);
+            NAMES.with_borrow_mut(|n| n.push("used"));
+        });
+    }
+    assert_eq!(
+        INIT_RUNS.get(),
+        before + 200,
+        "one initialisation per block"
+    );
+}
