@@ -1,1 +1,87 @@
-//! placeholder, replaced in the co_runtime commit
+//! A minimal stackful coroutine runtime on [`context`] (Boost.Context's
+//! switch), with [`co_local`] values per coroutine.
+//!
+//! The API is corosensei's: a [`Coroutine`] runs a closure on its own stack;
+//! the closure suspends itself with its [`Yielder`], handing a value out of
+//! [`Coroutine::resume`] and getting the next input back.
+//!
+//! ```
+//! use co_runtime::{Coroutine, CoroutineResult, Yielder};
+//!
+//! let mut co: Coroutine<u32, u32, String> = Coroutine::new(|y: &Yielder<u32, u32>, first: u32| {
+//!     let second = y.suspend(first * 2); // hands 2*first out of resume, gets the next input
+//!     format!("{first} {second}")
+//! });
+//! assert!(matches!(co.resume(1), CoroutineResult::Yield(2)));
+//! assert!(matches!(co.resume(5), CoroutineResult::Return(ref s) if s == "1 5"));
+//! ```
+//!
+//! # Coroutine-local values
+//!
+//! Every coroutine owns a [`co_local::Locals`] block, made when the coroutine
+//! is made: while it runs, each [`co_local!`](co_local::co_local) static
+//! reaches the coroutine's own copy; outside every coroutine, the thread's
+//! own copy.
+//!
+//! ```
+//! use std::cell::Cell;
+//! use co_runtime::{Coroutine, Yielder};
+//!
+//! co_local::co_local! {
+//!     /// The monitor executing the current command, if any.
+//!     static CUR_MON: Cell<Option<u32>> = const { Cell::new(None) };
+//! }
+//!
+//! let command = |y: &Yielder<(), ()>, ()| {
+//!     let mine = CUR_MON.get();
+//!     y.suspend(()); // other commands run meanwhile
+//!     assert_eq!(CUR_MON.get(), mine);
+//! };
+//! let mut a = Coroutine::new(command);
+//! let mut b = Coroutine::new(command);
+//! a.with_locals(|| CUR_MON.set(Some(1)));
+//! b.with_locals(|| CUR_MON.set(Some(2)));
+//! a.resume(());
+//! b.resume(());
+//! a.resume(());
+//! b.resume(());
+//! assert!(a.done() && b.done());
+//! assert_eq!(CUR_MON.get(), None);
+//! ```
+//!
+//! Switching costs the context switch plus one pointer swapped each way
+//! ([`co_local::swap_current`]): no allocation, no lock, no hash lookup, no
+//! work per variable.
+//!
+//! # Stacks
+//!
+//! Each coroutine runs on a stack with a guard page
+//! ([`context::stack::ProtectedFixedSizeStack`]) of [`DEFAULT_STACK_SIZE`]
+//! bytes, or as set with [`Coroutine::with_stack_size`]. A stack overflow hits
+//! the guard page and the process is killed by the fault, as for a thread.
+//! Finished coroutines give their stacks to a bounded per-thread pool
+//! ([`STACK_POOL_CAPACITY`] stacks, [`STACK_POOL_MAX_BYTES`] bytes), where new
+//! coroutines of the same size take them: in steady state, making a coroutine
+//! maps and unmaps nothing. [`stack_stats`] shows the pool at work.
+//!
+//! # Panics
+//!
+//! A panic in a coroutine is caught on its stack and comes out of
+//! [`Coroutine::resume`] with its original payload; the coroutine is then
+//! done. Dropping a suspended coroutine unwinds its stack (see [`Coroutine`]).
+//!
+//! # Threads
+//!
+//! [`Coroutine`] and [`Yielder`] are neither `Send` nor `Sync`: a coroutine
+//! runs on the thread that made it.
+
+#![deny(missing_docs)]
+
+mod coroutine;
+mod raw;
+mod stack;
+
+pub use crate::coroutine::{Coroutine, CoroutineResult, Yielder};
+pub use crate::stack::{
+    stack_stats, StackStats, DEFAULT_STACK_SIZE, STACK_POOL_CAPACITY, STACK_POOL_MAX_BYTES,
+};

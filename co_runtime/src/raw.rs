@@ -1,0 +1,481 @@
+//! The one module of `co_runtime` with `unsafe` code: a coroutine's context
+//! on its stack, the switches into and out of it, the values passed across
+//! them, and the swap of the current co_local block around each switch.
+//!
+//! # What `context` 3.0.0 requires
+//!
+//! `context` is a thin wrapper over Boost.Context's `make_fcontext` and
+//! `jump_fcontext` (its `src/context.rs` and `src/stack.rs`). It checks
+//! nothing; these are the rules its callers keep:
+//!
+//! 1. `Context::new(stack, f)` prepares a context at the top of `stack` that
+//!    runs `f` when it is first resumed. It only reads the stack's bounds, so
+//!    the stack must stay mapped as long as that context, or any context later
+//!    saved on that stack, may be resumed.
+//! 2. `f: extern "C" fn(Transfer) -> !` must never return: below its frame
+//!    there is only Boost's trampoline, which exits the process. It must not
+//!    unwind either: it is called from assembly, and unwinding out of an
+//!    `extern "C"` function aborts.
+//! 3. `Context::resume(self, data)` saves the running execution and jumps to
+//!    `self`, which must be a suspended execution whose stack is mapped; the
+//!    context is consumed, since a saved state can be resumed only once. The
+//!    resumed side gets a `Transfer` holding the saved context of the
+//!    execution that jumped to it, and `data`. `resume` returns, with such a
+//!    `Transfer`, when someone jumps back to the execution it saved.
+//! 4. Nothing runs the destructors of values on a stack that is never resumed
+//!    again: the caller must make sure there are none before abandoning a
+//!    stack, or else never unmap or reuse it (a value may be pinned there).
+//!
+//! # The protocol of a coroutine
+//!
+//! A coroutine's stack runs [`entry`]. Values cross a switch as a pointer, in
+//! `data`, to a slot in the frame of the side that jumps; that side is
+//! suspended until the other side has taken the value out of the slot, so the
+//! slot is alive and nobody else touches it meanwhile. Nothing is allocated
+//! per switch.
+//!
+//! - Creation ([`RawCoroutine::new`]): the creator jumps into the new context
+//!   with a pointer to its `Option<F>`; `entry` moves the closure onto the
+//!   coroutine's stack and jumps straight back with `data` = 0. The coroutine
+//!   is now suspended before its first line.
+//! - Resumer to coroutine ([`RawCoroutine::switch`]): a pointer to an
+//!   `Option<Request<I>>`: an input, or the request to unwind.
+//! - Coroutine to resumer ([`Suspender::suspend`], [`Suspender::finish`]): a
+//!   pointer to a `Message<T>` that says by its first field whether the
+//!   coroutine yielded (`T` = `Y`, and it is suspended) or finished (`T` =
+//!   `Outcome<R>`, and it never runs again).
+//!
+//! Around each switch into the coroutine, the resumer swaps one pointer, the
+//! current co_local block, in and out ([`co_local::swap_current`]).
+
+use core::cell::Cell;
+use core::marker::PhantomData;
+use std::any::Any;
+use std::io::Write;
+use std::panic::{self, AssertUnwindSafe};
+
+use co_local::{Locals, RawBlock};
+use context::{Context, Transfer};
+
+use crate::coroutine::{CoroutineResult, Yielder};
+use crate::stack::PooledStack;
+
+/// What the resumer asks of the coroutine it switches to.
+enum Request<I> {
+    /// Go on: the input of [`resume`](RawCoroutine::resume).
+    Resume(I),
+    /// Unwind the stack and finish: the coroutine is being dropped.
+    Unwind,
+}
+
+/// What a coroutine's closure came to.
+enum Outcome<R> {
+    /// It returned.
+    Returned(R),
+    /// It panicked with this payload.
+    Panicked(Box<dyn Any + Send>),
+    /// It was unwound on request, or dropped before it started.
+    Unwound,
+}
+
+/// Which of the two messages a coroutine jumps back with.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Kind {
+    /// A `Message<Y>`: the coroutine is suspended.
+    Yielded,
+    /// A `Message<Outcome<R>>`: the coroutine has finished.
+    Finished,
+}
+
+/// The slot a coroutine passes back to its resumer. `repr(C)` puts `kind`
+/// first whatever `T` is, so the resumer reads it before it knows `T`.
+#[repr(C)]
+struct Message<T> {
+    kind: Kind,
+    value: Option<T>,
+}
+
+impl<T> Message<T> {
+    fn as_data(&mut self) -> usize {
+        self as *mut Message<T> as usize
+    }
+}
+
+/// What a switch into the coroutine came back with.
+enum Step<Y, R> {
+    Yielded(Y),
+    Finished(Outcome<R>),
+}
+
+/// The payload of the panic that unwinds a coroutine being dropped. Private,
+/// so no other panic carries it; raised with `resume_unwind`, so the panic
+/// hook does not report it.
+struct ForcedUnwind;
+
+/// Reports a broken invariant of this module and aborts: unwinding is not an
+/// option where this is called (it would cross `entry`, or leave a stack
+/// with live frames to be reused).
+#[cold]
+fn fatal(what: &str) -> ! {
+    let _ = writeln!(std::io::stderr(), "co_runtime: fatal error: {what}");
+    std::process::abort()
+}
+
+/// Takes the request a resumer passed in `data`.
+///
+/// # Safety
+///
+/// `data` must be the `data` of a jump made by [`RawCoroutine::switch`]: a
+/// pointer to its `Option<Request<I>>`, which stays alive and untouched by
+/// anyone else until this coroutine jumps back (the resumer is suspended).
+unsafe fn take_request<I>(data: usize) -> Request<I> {
+    // SAFETY: the caller guarantees a live, exclusive `Option<Request<I>>`.
+    let slot = unsafe { &mut *(data as *mut Option<Request<I>>) };
+    slot.take()
+        .unwrap_or_else(|| fatal("a coroutine request was taken twice"))
+}
+
+/// Takes the message a coroutine passed in `data`.
+///
+/// # Safety
+///
+/// `data` must be the `data` of a jump made by [`Suspender::suspend`] or
+/// [`Suspender::finish`] of a coroutine whose types are `Y` and `R`: a pointer
+/// to a `Message` on that coroutine's stack, which is still mapped and which
+/// nobody else uses until the coroutine runs again.
+unsafe fn take_message<Y, R>(data: usize) -> Step<Y, R> {
+    // SAFETY: `data` points to a `Message<T>` (the caller's guarantee); in a
+    // `repr(C)` struct the first field, `kind`, is at offset 0 whatever `T`
+    // is, and it was written as a valid `Kind`.
+    let kind = unsafe { *(data as *const Kind) };
+    match kind {
+        Kind::Yielded => {
+            // SAFETY: `suspend` sends `Kind::Yielded` in a `Message<Y>`; the
+            // caller guarantees it is alive and exclusive to us.
+            let message = unsafe { &mut *(data as *mut Message<Y>) };
+            message.value.take().map(Step::Yielded)
+        }
+        Kind::Finished => {
+            // SAFETY: `finish` sends `Kind::Finished` in a
+            // `Message<Outcome<R>>`; alive and exclusive as above.
+            let message = unsafe { &mut *(data as *mut Message<Outcome<R>>) };
+            message.value.take().map(Step::Finished)
+        }
+    }
+    .unwrap_or_else(|| fatal("a coroutine message was taken twice"))
+}
+
+/// The entry point of every coroutine stack: takes the closure, waits for
+/// the first request, runs the closure (catching any panic) and reports how
+/// it ended. Never returns and never unwinds (rule 2).
+extern "C" fn entry<I, Y, R, F>(transfer: Transfer) -> !
+where
+    F: FnOnce(&Yielder<I, Y>, I) -> R,
+{
+    // SAFETY: the first jump into a new context is the one in
+    // `RawCoroutine::new`, whose `data` points to its `Option<F>`; `new` is
+    // suspended in that jump, so the slot is alive and nobody else uses it.
+    let f = unsafe { &mut *(transfer.data as *mut Option<F>) }.take();
+    let Some(f) = f else {
+        fatal("a coroutine started without its closure")
+    };
+    // SAFETY: `transfer.context` is `new`'s execution, saved by the jump that
+    // started us and not resumed since; its stack is the creator's, alive
+    // while `new` waits for exactly this jump back (it ignores `data`).
+    let transfer = unsafe { transfer.context.resume(0) };
+    let yielder = Yielder::from_raw(Suspender {
+        resumer: Cell::new(Some(transfer.context)),
+        unwinding: Cell::new(false),
+        marker: PhantomData,
+        not_send: PhantomData,
+    });
+    // SAFETY: once `new` has returned, only `RawCoroutine::switch` jumps into
+    // a coroutine.
+    let request = unsafe { take_request::<I>(transfer.data) };
+    let outcome = run(f, &yielder, request);
+    yielder.raw().finish(outcome)
+}
+
+/// Runs (or, if the coroutine is dropped before its first resume, drops) the
+/// closure, catching every panic: nothing may unwind out of [`entry`].
+fn run<I, Y, R, F>(f: F, yielder: &Yielder<I, Y>, request: Request<I>) -> Outcome<R>
+where
+    F: FnOnce(&Yielder<I, Y>, I) -> R,
+{
+    let input = match request {
+        Request::Resume(input) => input,
+        Request::Unwind => {
+            yielder.raw().unwinding.set(true);
+            return match panic::catch_unwind(AssertUnwindSafe(move || drop(f))) {
+                Ok(()) => Outcome::Unwound,
+                Err(payload) => Outcome::Panicked(payload),
+            };
+        }
+    };
+    match panic::catch_unwind(AssertUnwindSafe(move || f(yielder, input))) {
+        Ok(value) => Outcome::Returned(value),
+        Err(payload) if yielder.raw().unwinding.get() && payload.is::<ForcedUnwind>() => {
+            Outcome::Unwound
+        }
+        Err(payload) => Outcome::Panicked(payload),
+    }
+}
+
+/// The coroutine's side of the switch, inside its [`Yielder`]. It lives in
+/// `entry`'s frame on the coroutine's stack; the closure only gets a shared
+/// reference to it, so it is only ever used on that stack, while the
+/// coroutine runs.
+pub(crate) struct Suspender<I, Y> {
+    /// The execution that resumed the coroutine, suspended in
+    /// [`RawCoroutine::switch`]: `Some` while the coroutine runs. Taken to
+    /// jump back, replaced by the next resumer on the way in.
+    resumer: Cell<Option<Context>>,
+    /// Set when the coroutine got the request to unwind: from then on it
+    /// finishes, and may not suspend again.
+    unwinding: Cell<bool>,
+    /// `suspend` takes `Y` and returns `I`.
+    marker: PhantomData<fn(Y) -> I>,
+    /// A coroutine's yielder is used on its thread only: `!Send`, `!Sync`.
+    not_send: PhantomData<*mut ()>,
+}
+
+impl<I, Y> Suspender<I, Y> {
+    /// Jumps back to the resumer with `value`, and returns the input of the
+    /// next resume. If the coroutine is dropped instead, unwinds the
+    /// coroutine's stack with the private [`ForcedUnwind`] payload.
+    #[inline]
+    pub(crate) fn suspend(&self, value: Y) -> I {
+        if self.unwinding.get() {
+            panic!(
+                "co_runtime: a coroutine that is being dropped cannot suspend \
+                 (the unwinding of its stack was caught and did not resume)"
+            );
+        }
+        let Some(resumer) = self.resumer.take() else {
+            fatal("a coroutine suspended without a resumer")
+        };
+        let mut message = Message {
+            kind: Kind::Yielded,
+            value: Some(value),
+        };
+        // SAFETY: `resumer` is the execution suspended in `switch` that
+        // resumed this coroutine: saved by that jump, and not resumed since
+        // (`take` leaves `None`). Its stack is
+        // alive: that execution cannot end while it waits for us. It takes
+        // the value out of `message` (a `Message<Y>`, as `kind` says) before
+        // anything can resume this frame, and this frame is suspended
+        // meanwhile, so the slot is alive and exclusive to it.
+        let transfer = unsafe { resumer.resume(message.as_data()) };
+        self.resumer.set(Some(transfer.context));
+        // SAFETY: a suspended coroutine is resumed only by `switch`.
+        match unsafe { take_request::<I>(transfer.data) } {
+            Request::Resume(input) => input,
+            Request::Unwind => {
+                self.unwinding.set(true);
+                panic::resume_unwind(Box::new(ForcedUnwind))
+            }
+        }
+    }
+
+    /// Jumps back to the resumer for the last time with `outcome`.
+    fn finish<R>(&self, outcome: Outcome<R>) -> ! {
+        let Some(resumer) = self.resumer.take() else {
+            fatal("a coroutine finished without a resumer")
+        };
+        let mut message = Message {
+            kind: Kind::Finished,
+            value: Some(outcome),
+        };
+        // SAFETY: `resumer` as in `suspend`. The resumer takes the outcome out
+        // of `message` and then drops this execution's context without ever
+        // resuming it (`switch`), so this is the last thing this stack runs.
+        // Nothing on it needs dropping (rule 4): the closure was consumed by
+        // `run`, `message` is emptied by the resumer, and the yielder in
+        // `entry`'s frame has no destructor.
+        unsafe { resumer.resume(message.as_data()) };
+        fatal("a finished coroutine was resumed")
+    }
+}
+
+/// A coroutine: its stack, its saved execution, its co_local block.
+pub(crate) struct RawCoroutine<I, Y, R> {
+    /// The coroutine's saved execution: `Some` while it is suspended (or not
+    /// started), `None` while it runs and once it has finished.
+    context: Option<Context>,
+    /// The stack it runs on: `Some` until it has finished, so whenever
+    /// `context` is `Some` (rule 1).
+    stack: Option<PooledStack>,
+    /// Its co_local block: `Some` until it has finished.
+    locals: Option<Locals>,
+    /// The block to make current when it is next resumed: its own, or the one
+    /// of a `Locals` it entered and suspended inside.
+    saved: RawBlock,
+    /// Whether it has been resumed.
+    started: bool,
+    /// Takes `I`, gives `Y` and `R` (the variance of corosensei's).
+    marker: PhantomData<fn(I) -> CoroutineResult<Y, R>>,
+    /// A coroutine runs on the thread that made it: `!Send`, `!Sync`.
+    not_send: PhantomData<*mut ()>,
+}
+
+impl<I, Y, R> RawCoroutine<I, Y, R> {
+    /// Makes a coroutine that will run `f` on a stack of `stack_size` bytes.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the stack cannot be mapped.
+    pub(crate) fn new<F>(stack_size: usize, f: F) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        let stack = PooledStack::new(stack_size);
+        let locals = Locals::new();
+        // SAFETY: (rule 1) `stack` is kept in `self.stack` until the coroutine
+        // has finished (`release`), when its last context has been dropped
+        // unresumed; if the coroutine is leaked, so is the stack.
+        let context = unsafe { Context::new(&stack, entry::<I, Y, R, F>) };
+        let mut f = Some(f);
+        // SAFETY: (rule 3) `context` is new and its stack is mapped. `entry`
+        // moves the closure out of `f` through `data` and jumps straight
+        // back; this frame is suspended meanwhile, so `f` is alive and
+        // exclusive to it.
+        let transfer = unsafe { context.resume(&mut f as *mut Option<F> as usize) };
+        debug_assert!(f.is_none());
+        RawCoroutine {
+            context: Some(transfer.context),
+            stack: Some(stack),
+            saved: locals.as_raw(),
+            locals: Some(locals),
+            started: false,
+            marker: PhantomData,
+            not_send: PhantomData,
+        }
+    }
+
+    /// Resumes the coroutine with `input`; see `Coroutine::resume`.
+    #[track_caller]
+    pub(crate) fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
+        let Some(context) = self.context.take() else {
+            panic!("cannot resume a coroutine that has finished");
+        };
+        self.started = true;
+        match self.switch(context, Request::Resume(input)) {
+            Step::Yielded(value) => CoroutineResult::Yield(value),
+            Step::Finished(Outcome::Returned(value)) => {
+                if let Err(payload) = self.release() {
+                    panic::resume_unwind(payload);
+                }
+                CoroutineResult::Return(value)
+            }
+            Step::Finished(Outcome::Panicked(payload)) => {
+                // The closure's panic is what the caller gets; a panic of a
+                // co_local destructor after it has been reported by the hook.
+                let _ = self.release();
+                panic::resume_unwind(payload)
+            }
+            Step::Finished(Outcome::Unwound) => fatal("a coroutine unwound without being asked to"),
+        }
+    }
+
+    /// Switches into the coroutine with `request` until it jumps back, with
+    /// its saved block current meanwhile.
+    #[inline]
+    fn switch(&mut self, context: Context, request: Request<I>) -> Step<Y, R> {
+        let mut request = Some(request);
+        // SAFETY: `self.saved` names a live block made on this thread (a
+        // coroutine and its `Locals` are `!Send`): the coroutine's own, alive
+        // in `self.locals` until it has finished, or one it entered with
+        // `Locals::enter` and suspended inside, which that `enter`'s frame,
+        // suspended on the coroutine's stack, borrows until it returns. It is
+        // current only until the coroutine jumps back, and the swap below
+        // then restores the resumer's block, so the swaps nest like `enter`.
+        let resumer = unsafe { co_local::swap_current(self.saved) };
+        // SAFETY: (rule 3) `context` is the coroutine's suspended execution,
+        // saved by its last jump out (in `entry` or `suspend`) and taken out
+        // of `self.context`, so it is resumed once; its stack is `self.stack`,
+        // mapped. The coroutine takes the request out of `request` before it
+        // jumps back (`take_request`); this frame is suspended meanwhile.
+        let transfer = unsafe { context.resume(&mut request as *mut Option<Request<I>> as usize) };
+        // SAFETY: `resumer` was current when this switch began, and it is the
+        // block of whoever called this switch (the thread's own, a `Locals`
+        // they entered, or the block of the coroutine that runs this code),
+        // alive until this call returns to them.
+        self.saved = unsafe { co_local::swap_current(resumer) };
+        // SAFETY: a coroutine jumps back to `switch` only from `suspend` or
+        // `finish`, with a `Message` on its stack, which stays mapped
+        // (`self.stack`) and unused until the coroutine runs again.
+        let step = unsafe { take_message::<Y, R>(transfer.data) };
+        if let Step::Yielded(_) = step {
+            self.context = Some(transfer.context);
+        }
+        // Otherwise the context of the finished coroutine is dropped here,
+        // never to be resumed.
+        step
+    }
+
+    /// Frees what a finished coroutine holds: its stack goes back to the
+    /// pool, and its co_local values are destroyed, with its block current.
+    /// A panic of one of their destructors is returned.
+    fn release(&mut self) -> std::thread::Result<()> {
+        debug_assert!(self.context.is_none());
+        // Nothing on the stack needs dropping any more (see `finish`).
+        self.stack = None;
+        let locals = self.locals.take();
+        panic::catch_unwind(AssertUnwindSafe(move || drop(locals)))
+    }
+
+    /// Runs `f` with the coroutine's own block current, if it has not
+    /// finished.
+    pub(crate) fn with_locals<T>(&mut self, f: impl FnOnce() -> T) -> Option<T> {
+        self.locals.as_mut().map(|locals| locals.enter(f))
+    }
+
+    /// Whether the coroutine has been resumed at least once.
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Whether the coroutine has finished: returned, panicked, or been
+    /// unwound.
+    pub(crate) fn done(&self) -> bool {
+        self.stack.is_none()
+    }
+
+    /// The usable size of its stack, while it has one.
+    pub(crate) fn stack_size(&self) -> Option<usize> {
+        self.stack.as_ref().map(|stack| stack.len())
+    }
+}
+
+impl<I, Y, R> Drop for RawCoroutine<I, Y, R> {
+    /// Unwinds a suspended coroutine (or drops the closure of one that never
+    /// started) on its own stack, then destroys its co_local values. A panic
+    /// of the coroutine while it unwinds is resumed here, unless the thread
+    /// is already panicking.
+    fn drop(&mut self) {
+        let Some(context) = self.context.take() else {
+            return;
+        };
+        let outcome = match self.switch(context, Request::Unwind) {
+            Step::Finished(outcome) => outcome,
+            // `suspend` panics instead of suspending once it has the request
+            // to unwind; abandoning a stack with live frames would be unsound.
+            Step::Yielded(_) => fatal("a coroutine suspended while it was being dropped"),
+        };
+        let released = self.release();
+        let panic = match outcome {
+            Outcome::Panicked(payload) => Some(payload),
+            Outcome::Returned(value) => {
+                drop(value);
+                released.err()
+            }
+            Outcome::Unwound => released.err(),
+        };
+        if let Some(payload) = panic {
+            if !std::thread::panicking() {
+                panic::resume_unwind(payload);
+            }
+        }
+    }
+}
