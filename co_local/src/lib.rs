@@ -128,7 +128,7 @@ macro_rules! co_local {
 /// # let _ = &HITS;
 /// ```
 pub fn declarations() -> &'static [Declaration] {
-    __private::DECLARATIONS.static_slice()
+    storage::registry()
 }
 
 /// The bytes one block takes: the header, every value with its alignment

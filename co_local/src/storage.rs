@@ -143,7 +143,20 @@ static LAYOUT: OnceLock<Layout> = OnceLock::new();
 
 /// The layout of the registry linked into this binary.
 pub(crate) fn layout() -> &'static Layout {
-    LAYOUT.get_or_init(|| Layout::build(crate::__private::DECLARATIONS.static_slice()))
+    LAYOUT.get_or_init(|| Layout::build(registry()))
+}
+
+/// Every declaration linked into this binary: the distributed slice.
+#[cfg(not(test))]
+pub(crate) fn registry() -> &'static [Declaration] {
+    crate::__private::DECLARATIONS.static_slice()
+}
+
+/// The unit tests' registry is a hand-made list, so that they run without
+/// the linker's help (and under Miri, which cannot read linkme's sections).
+#[cfg(test)]
+pub(crate) fn registry() -> &'static [Declaration] {
+    &tests::DECLARATIONS
 }
 
 impl Layout {
@@ -642,3 +655,7 @@ impl core::fmt::Debug for RawBlock {
 pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
     RawBlock(CURRENT.replace(block.0))
 }
+
+#[cfg(test)]
+#[path = "storage_tests.rs"]
+mod tests;
