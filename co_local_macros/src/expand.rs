@@ -34,13 +34,33 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
     let lazy = !is_const;
     let doc = generated_doc(ty, *is_const);
     let name_str = name.to_string();
-    // The initializer's function carries the type's span on its return type
-    // and the user's expression as its body, so a type mismatch points at the
-    // initializer, and a `const { }` that is not constant at that block.
-    let init_fn = quote_spanned! {init.span()=>
+    // The initializer's function has the user's type as its return type and
+    // the user's expression as its body, so a type mismatch points at the
+    // initializer (with the type named), and a `const { }` that is not
+    // constant at the offending call. Its own tokens keep the macro's span,
+    // so lints about the function's shape (clippy's `unused_unit` on a
+    // `-> ()`) see generated code, while lints inside the user's expression
+    // still apply. Two lints look at the shape anyway: braces around an
+    // initializer and an always-`Some` or `Ok` one are fine in a static.
+    let init_fn = quote! {
+        #[allow(unused_braces, clippy::unnecessary_wraps)]
         fn __co_local_init() -> #ty {
             #init
         }
+    };
+    // The calls that take the type carry its span, so that an error about the
+    // type (not `Sized`, not `'static`) points at it, not at the invocation.
+    let ty_span = ty.span();
+    let new_declaration = quote_spanned! {ty_span=>
+        #krate::__private::Declaration::private_new::<#ty>(
+            &#name,
+            #name_str,
+            #krate::__private::module_path!(),
+            #lazy,
+        )
+    };
+    let new_key = quote_spanned! {ty_span=>
+        #krate::LocalKey::private_new(&__CO_LOCAL_DECLARATION, __co_local_init, #lazy)
     };
     quote! {
         #(#attrs)*
@@ -48,15 +68,9 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
         #vis #static_token #name: #krate::LocalKey<#ty> = {
             #[#krate::__private::linkme::distributed_slice(#krate::__private::DECLARATIONS)]
             #[linkme(crate = #krate::__private::linkme)]
-            static __CO_LOCAL_DECLARATION: #krate::__private::Declaration =
-                #krate::__private::Declaration::private_new::<#ty>(
-                    &#name,
-                    #name_str,
-                    #krate::__private::module_path!(),
-                    #lazy,
-                );
+            static __CO_LOCAL_DECLARATION: #krate::__private::Declaration = #new_declaration;
             #init_fn
-            #krate::LocalKey::private_new(&__CO_LOCAL_DECLARATION, __co_local_init, #lazy)
+            #new_key
         };
     }
 }

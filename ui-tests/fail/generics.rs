@@ -1,0 +1,5 @@
+co_local::co_local! {
+    static ITEMS<T>: Vec<T> = Vec::new();
+}
+
+fn main() {}

@@ -1,0 +1,5 @@
+co_local::co_local! {
+    static NAME: String;
+}
+
+fn main() {}

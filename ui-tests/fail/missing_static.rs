@@ -1,0 +1,5 @@
+co_local::co_local! {
+    NAME: String = String::from("main");
+}
+
+fn main() {}
