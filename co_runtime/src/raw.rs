@@ -122,6 +122,14 @@ fn fatal(what: &str) -> ! {
     std::process::abort()
 }
 
+/// The panic of `resume` on a finished coroutine.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn resume_finished() -> ! {
+    panic!("cannot resume a coroutine that has finished")
+}
+
 /// Takes the request a resumer passed in `data`.
 ///
 /// # Safety
@@ -354,27 +362,38 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
     }
 
     /// Resumes the coroutine with `input`; see `Coroutine::resume`.
+    #[inline]
     #[track_caller]
     pub(crate) fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
         let Some(context) = self.context.take() else {
-            panic!("cannot resume a coroutine that has finished");
+            resume_finished()
         };
         self.started = true;
         match self.switch(context, Request::Resume(input)) {
             Step::Yielded(value) => CoroutineResult::Yield(value),
-            Step::Finished(Outcome::Returned(value)) => {
+            Step::Finished(outcome) => self.finished(outcome),
+        }
+    }
+
+    /// The end of `resume` once the coroutine has finished: frees what it
+    /// held, then returns its value or resumes its panic.
+    #[cold]
+    #[inline(never)]
+    fn finished(&mut self, outcome: Outcome<R>) -> CoroutineResult<Y, R> {
+        match outcome {
+            Outcome::Returned(value) => {
                 if let Err(payload) = self.release() {
                     panic::resume_unwind(payload);
                 }
                 CoroutineResult::Return(value)
             }
-            Step::Finished(Outcome::Panicked(payload)) => {
+            Outcome::Panicked(payload) => {
                 // The closure's panic is what the caller gets; a panic of a
                 // co_local destructor after it has been reported by the hook.
                 let _ = self.release();
                 panic::resume_unwind(payload)
             }
-            Step::Finished(Outcome::Unwound) => fatal("a coroutine unwound without being asked to"),
+            Outcome::Unwound => fatal("a coroutine unwound without being asked to"),
         }
     }
 

@@ -195,3 +195,40 @@ fn a_destructor_can_use_the_coroutine_while_its_block_is_destroyed() {
     // `LAZY` was never made in this coroutine, and may not be made now.
     assert_eq!(take_drops(), [(0, 6), (6, 0)]);
 }
+
+#[test]
+fn a_coroutine_dropped_at_thread_exit_unwinds_and_destroys_its_values() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct Count(Arc<AtomicUsize>);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    co_local! {
+        static HELD_VALUE: RefCell<Option<Count>> = const { RefCell::new(None) };
+    }
+    std::thread_local! {
+        static HELD: RefCell<Option<Coroutine<(), (), ()>>> = const { RefCell::new(None) };
+    }
+
+    let on_stack = Arc::new(AtomicUsize::new(0));
+    let in_block = Arc::new(AtomicUsize::new(0));
+    let (s, b) = (on_stack.clone(), in_block.clone());
+    std::thread::spawn(move || {
+        let mut co = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
+            let _count = Count(s);
+            HELD_VALUE.set(Some(Count(b)));
+            y.suspend(());
+        });
+        co.resume(());
+        // Dropped by the thread-local's destructor, as the thread exits.
+        HELD.with(|held| *held.borrow_mut() = Some(co));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(on_stack.load(Ordering::SeqCst), 1);
+    assert_eq!(in_block.load(Ordering::SeqCst), 1);
+}
