@@ -30,16 +30,17 @@
 //!
 //! A coroutine's stack runs [`entry`]. Values cross a switch as a pointer, in
 //! `data`, to a slot in the frame of the side that jumps; that side is
-//! suspended until the other side has taken the value out of the slot, so the
-//! slot is alive and nobody else touches it meanwhile. Nothing is allocated
-//! per switch.
+//! suspended until the other side has moved the value out of the slot, so the
+//! slot is alive and nobody else touches it meanwhile. The slot is a
+//! `ManuallyDrop`: the receiver moves the value out exactly once, on arrival,
+//! and the sender never drops it. Nothing is allocated per switch.
 //!
 //! - Creation ([`RawCoroutine::new`]): the creator jumps into the new context
 //!   with a pointer to its `Option<F>`; `entry` moves the closure onto the
 //!   coroutine's stack and jumps straight back with `data` = 0. The coroutine
 //!   is now suspended before its first line.
-//! - Resumer to coroutine ([`RawCoroutine::switch`]): a pointer to an
-//!   `Option<Request<I>>`: an input, or the request to unwind.
+//! - Resumer to coroutine ([`RawCoroutine::switch`]): a pointer to a
+//!   `Request<I>`: an input, or the request to unwind.
 //! - Coroutine to resumer ([`Suspender::suspend`], [`Suspender::finish`]): a
 //!   pointer to a `Message<T>` that says by its first field whether the
 //!   coroutine yielded (`T` = `Y`, and it is suspended) or finished (`T` =
@@ -50,6 +51,8 @@
 
 use core::cell::Cell;
 use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
+use core::ptr;
 use std::any::Any;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
@@ -93,7 +96,8 @@ enum Kind {
 #[repr(C)]
 struct Message<T> {
     kind: Kind,
-    value: Option<T>,
+    /// Moved out by the resumer ([`take_message`]).
+    value: ManuallyDrop<T>,
 }
 
 impl<T> Message<T> {
@@ -130,28 +134,30 @@ fn resume_finished() -> ! {
     panic!("cannot resume a coroutine that has finished")
 }
 
-/// Takes the request a resumer passed in `data`.
+/// Moves out the request a resumer passed in `data`.
 ///
 /// # Safety
 ///
 /// `data` must be the `data` of a jump made by [`RawCoroutine::switch`]: a
-/// pointer to its `Option<Request<I>>`, which stays alive and untouched by
-/// anyone else until this coroutine jumps back (the resumer is suspended).
+/// pointer to its `ManuallyDrop<Request<I>>`, which stays alive and untouched
+/// by anyone else until this coroutine jumps back (the resumer is suspended),
+/// and this must be the only call for that jump.
 unsafe fn take_request<I>(data: usize) -> Request<I> {
-    // SAFETY: the caller guarantees a live, exclusive `Option<Request<I>>`.
-    let slot = unsafe { &mut *(data as *mut Option<Request<I>>) };
-    slot.take()
-        .unwrap_or_else(|| fatal("a coroutine request was taken twice"))
+    // SAFETY: the caller guarantees a live, initialised request that nobody
+    // else reads or drops (`switch` never drops its `ManuallyDrop`), moved out
+    // once; `ManuallyDrop<T>` has the layout of `T`.
+    unsafe { ptr::read(data as *const Request<I>) }
 }
 
-/// Takes the message a coroutine passed in `data`.
+/// Moves out the message a coroutine passed in `data`.
 ///
 /// # Safety
 ///
 /// `data` must be the `data` of a jump made by [`Suspender::suspend`] or
 /// [`Suspender::finish`] of a coroutine whose types are `Y` and `R`: a pointer
 /// to a `Message` on that coroutine's stack, which is still mapped and which
-/// nobody else uses until the coroutine runs again.
+/// nobody else uses until the coroutine runs again; and this must be the only
+/// call for that jump.
 unsafe fn take_message<Y, R>(data: usize) -> Step<Y, R> {
     // SAFETY: `data` points to a `Message<T>` (the caller's guarantee); in a
     // `repr(C)` struct the first field, `kind`, is at offset 0 whatever `T`
@@ -160,18 +166,18 @@ unsafe fn take_message<Y, R>(data: usize) -> Step<Y, R> {
     match kind {
         Kind::Yielded => {
             // SAFETY: `suspend` sends `Kind::Yielded` in a `Message<Y>`; the
-            // caller guarantees it is alive and exclusive to us.
-            let message = unsafe { &mut *(data as *mut Message<Y>) };
-            message.value.take().map(Step::Yielded)
+            // caller guarantees it is alive, initialised and moved out once
+            // (the coroutine never drops its `ManuallyDrop`).
+            let value = unsafe { ptr::read(&(*(data as *const Message<Y>)).value) };
+            Step::Yielded(ManuallyDrop::into_inner(value))
         }
         Kind::Finished => {
             // SAFETY: `finish` sends `Kind::Finished` in a
-            // `Message<Outcome<R>>`; alive and exclusive as above.
-            let message = unsafe { &mut *(data as *mut Message<Outcome<R>>) };
-            message.value.take().map(Step::Finished)
+            // `Message<Outcome<R>>`; alive and moved out once, as above.
+            let value = unsafe { ptr::read(&(*(data as *const Message<Outcome<R>>)).value) };
+            Step::Finished(ManuallyDrop::into_inner(value))
         }
     }
-    .unwrap_or_else(|| fatal("a coroutine message was taken twice"))
 }
 
 /// The entry point of every coroutine stack: takes the closure, waits for
@@ -199,7 +205,7 @@ where
         not_send: PhantomData,
     });
     // SAFETY: once `new` has returned, only `RawCoroutine::switch` jumps into
-    // a coroutine.
+    // a coroutine; this is the one read of the first request.
     let request = unsafe { take_request::<I>(transfer.data) };
     let outcome = run(f, &yielder, request);
     yielder.raw().finish(outcome)
@@ -265,18 +271,19 @@ impl<I, Y> Suspender<I, Y> {
         };
         let mut message = Message {
             kind: Kind::Yielded,
-            value: Some(value),
+            value: ManuallyDrop::new(value),
         };
-        // SAFETY: `resumer` is the execution suspended in `switch` that
-        // resumed this coroutine: saved by that jump, and not resumed since
-        // (`take` leaves `None`). Its stack is
-        // alive: that execution cannot end while it waits for us. It takes
-        // the value out of `message` (a `Message<Y>`, as `kind` says) before
-        // anything can resume this frame, and this frame is suspended
-        // meanwhile, so the slot is alive and exclusive to it.
+        // SAFETY: (rule 3) `resumer` is the execution suspended in `switch`
+        // that resumed this coroutine: saved by that jump, and not resumed
+        // since (`take` leaves `None`). Its stack is alive: that execution
+        // cannot end while it waits for us. It moves the value out of
+        // `message` (a `Message<Y>`, as `kind` says) once, right after the
+        // jump, and this frame is suspended meanwhile, so the slot is alive
+        // and exclusive to it; `message` is never dropped here.
         let transfer = unsafe { resumer.resume(message.as_data()) };
         self.resumer.set(Some(transfer.context));
-        // SAFETY: a suspended coroutine is resumed only by `switch`.
+        // SAFETY: a suspended coroutine is resumed only by `switch`, and this
+        // is the one read of its request.
         match unsafe { take_request::<I>(transfer.data) } {
             Request::Resume(input) => input,
             Request::Unwind => {
@@ -293,14 +300,14 @@ impl<I, Y> Suspender<I, Y> {
         };
         let mut message = Message {
             kind: Kind::Finished,
-            value: Some(outcome),
+            value: ManuallyDrop::new(outcome),
         };
-        // SAFETY: `resumer` as in `suspend`. The resumer takes the outcome out
-        // of `message` and then drops this execution's context without ever
-        // resuming it (`switch`), so this is the last thing this stack runs.
-        // Nothing on it needs dropping (rule 4): the closure was consumed by
-        // `run`, `message` is emptied by the resumer, and the yielder in
-        // `entry`'s frame has no destructor.
+        // SAFETY: (rule 3) `resumer` as in `suspend`. The resumer moves the
+        // outcome out of `message` and then drops this execution's context
+        // without ever resuming it (`switch`), so this is the last thing this
+        // stack runs. Nothing on it needs dropping (rule 4): the closure was
+        // consumed by `run`, the outcome was moved out of a `ManuallyDrop`,
+        // and the yielder in `entry`'s frame has no destructor.
         unsafe { resumer.resume(message.as_data()) };
         fatal("a finished coroutine was resumed")
     }
@@ -401,7 +408,7 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
     /// its saved block current meanwhile.
     #[inline]
     fn switch(&mut self, context: Context, request: Request<I>) -> Step<Y, R> {
-        let mut request = Some(request);
+        let mut request = ManuallyDrop::new(request);
         // SAFETY: `self.saved` names a live block made on this thread (a
         // coroutine and its `Locals` are `!Send`): the coroutine's own, alive
         // in `self.locals` until it has finished, or one it entered with
@@ -413,9 +420,11 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
         // SAFETY: (rule 3) `context` is the coroutine's suspended execution,
         // saved by its last jump out (in `entry` or `suspend`) and taken out
         // of `self.context`, so it is resumed once; its stack is `self.stack`,
-        // mapped. The coroutine takes the request out of `request` before it
-        // jumps back (`take_request`); this frame is suspended meanwhile.
-        let transfer = unsafe { context.resume(&mut request as *mut Option<Request<I>> as usize) };
+        // mapped. The coroutine moves the request out of `request` once,
+        // right after the jump (`take_request`); this frame is suspended
+        // meanwhile, and never drops `request`.
+        let transfer =
+            unsafe { context.resume(&mut request as *mut ManuallyDrop<Request<I>> as usize) };
         // SAFETY: `resumer` was current when this switch began, and it is the
         // block of whoever called this switch (the thread's own, a `Locals`
         // they entered, or the block of the coroutine that runs this code),
@@ -423,7 +432,8 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
         self.saved = unsafe { co_local::swap_current(resumer) };
         // SAFETY: a coroutine jumps back to `switch` only from `suspend` or
         // `finish`, with a `Message` on its stack, which stays mapped
-        // (`self.stack`) and unused until the coroutine runs again.
+        // (`self.stack`) and unused until the coroutine runs again; this is
+        // the one read of it.
         let step = unsafe { take_message::<Y, R>(transfer.data) };
         if let Step::Yielded(_) = step {
             self.context = Some(transfer.context);
