@@ -244,6 +244,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     }
 
     /// Whether the coroutine has been resumed at least once.
+    #[must_use]
     pub fn started(&self) -> bool {
         self.raw.started()
     }
@@ -251,6 +252,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// Whether the coroutine has finished: its closure returned or panicked.
     /// A finished coroutine cannot be resumed, and its co_local values have
     /// been destroyed.
+    #[must_use]
     pub fn done(&self) -> bool {
         self.raw.done()
     }

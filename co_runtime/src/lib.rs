@@ -58,7 +58,8 @@
 //! Each coroutine runs on a stack with a guard page
 //! ([`context::stack::ProtectedFixedSizeStack`]) of [`DEFAULT_STACK_SIZE`]
 //! bytes, or as set with [`Coroutine::with_stack_size`]. A stack overflow hits
-//! the guard page and the process is killed by the fault, as for a thread.
+//! the guard page and the process is killed by the fault (`SIGSEGV` on Unix;
+//! unlike a thread's overflow, without a message first).
 //! Finished coroutines give their stacks to a bounded per-thread pool
 //! ([`STACK_POOL_CAPACITY`] stacks, [`STACK_POOL_MAX_BYTES`] bytes), where new
 //! coroutines of the same size take them: in steady state, making a coroutine

@@ -102,7 +102,7 @@ struct Message<T> {
 
 impl<T> Message<T> {
     fn as_data(&mut self) -> usize {
-        self as *mut Message<T> as usize
+        ptr::from_mut(self) as usize
     }
 }
 
@@ -112,9 +112,11 @@ enum Step<Y, R> {
     Finished(Outcome<R>),
 }
 
-/// The payload of the panic that unwinds a coroutine being dropped. Private,
-/// so no other panic carries it; raised with `resume_unwind`, so the panic
-/// hook does not report it.
+/// The payload of the panic that unwinds a coroutine being dropped, raised
+/// with `resume_unwind` so that the panic hook does not report it. Only
+/// `suspend` makes one; since user code may catch it and raise it again
+/// elsewhere, `run` also checks the `unwinding` flag before taking a panic
+/// for the forced unwind.
 struct ForcedUnwind;
 
 /// Reports a broken invariant of this module and aborts: unwinding is not an
@@ -168,13 +170,14 @@ unsafe fn take_message<Y, R>(data: usize) -> Step<Y, R> {
             // SAFETY: `suspend` sends `Kind::Yielded` in a `Message<Y>`; the
             // caller guarantees it is alive, initialised and moved out once
             // (the coroutine never drops its `ManuallyDrop`).
-            let value = unsafe { ptr::read(&(*(data as *const Message<Y>)).value) };
+            let value = unsafe { ptr::read(&raw const (*(data as *const Message<Y>)).value) };
             Step::Yielded(ManuallyDrop::into_inner(value))
         }
         Kind::Finished => {
             // SAFETY: `finish` sends `Kind::Finished` in a
             // `Message<Outcome<R>>`; alive and moved out once, as above.
-            let value = unsafe { ptr::read(&(*(data as *const Message<Outcome<R>>)).value) };
+            let value =
+                unsafe { ptr::read(&raw const (*(data as *const Message<Outcome<R>>)).value) };
             Step::Finished(ManuallyDrop::into_inner(value))
         }
     }
@@ -254,18 +257,21 @@ pub(crate) struct Suspender<I, Y> {
     not_send: PhantomData<*mut ()>,
 }
 
+// `finish` abandons the yielder on a finished stack (rule 4): it must have
+// nothing to drop, whatever `I` and `Y` are.
+const _: () = assert!(!core::mem::needs_drop::<Suspender<String, String>>());
+
 impl<I, Y> Suspender<I, Y> {
     /// Jumps back to the resumer with `value`, and returns the input of the
     /// next resume. If the coroutine is dropped instead, unwinds the
     /// coroutine's stack with the private [`ForcedUnwind`] payload.
     #[inline]
     pub(crate) fn suspend(&self, value: Y) -> I {
-        if self.unwinding.get() {
-            panic!(
-                "co_runtime: a coroutine that is being dropped cannot suspend \
-                 (the unwinding of its stack was caught and did not resume)"
-            );
-        }
+        assert!(
+            !self.unwinding.get(),
+            "co_runtime: a coroutine that is being dropped cannot suspend \
+             (the unwinding of its stack was caught and did not resume)"
+        );
         let Some(resumer) = self.resumer.take() else {
             fatal("a coroutine suspended without a resumer")
         };
@@ -355,7 +361,7 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
         // moves the closure out of `f` through `data` and jumps straight
         // back; this frame is suspended meanwhile, so `f` is alive and
         // exclusive to it.
-        let transfer = unsafe { context.resume(&mut f as *mut Option<F> as usize) };
+        let transfer = unsafe { context.resume(&raw mut f as usize) };
         debug_assert!(f.is_none());
         RawCoroutine {
             context: Some(transfer.context),
@@ -423,8 +429,7 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
         // mapped. The coroutine moves the request out of `request` once,
         // right after the jump (`take_request`); this frame is suspended
         // meanwhile, and never drops `request`.
-        let transfer =
-            unsafe { context.resume(&mut request as *mut ManuallyDrop<Request<I>> as usize) };
+        let transfer = unsafe { context.resume(&raw mut request as usize) };
         // SAFETY: `resumer` was current when this switch began, and it is the
         // block of whoever called this switch (the thread's own, a `Locals`
         // they entered, or the block of the coroutine that runs this code),
