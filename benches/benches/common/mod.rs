@@ -1,0 +1,555 @@
+//! The cases of the access, switch, creation and `Locals` groups, and the
+//! live-coroutine scaling group, shared by the bench targets that include
+//! this module (each uses a different part of it).
+//!
+//! Every op runs in a loop of [`ops`], followed by a compiler barrier, so no
+//! part of it is hoisted out of the loop or merged with the next op. Each
+//! loop is its own `#[inline(never)]` function, so the same machine code runs
+//! whether it is called on the thread, inside `Locals::enter` or inside a
+//! coroutine.
+
+#![allow(dead_code)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
+use std::sync::{LazyLock, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use co_local::Locals;
+use co_local_benches::{ops, Case, Group};
+use co_runtime::{Coroutine, DEFAULT_STACK_SIZE};
+use context::stack::ProtectedFixedSizeStack;
+use context::{Context, Transfer};
+
+co_local::co_local! {
+    /// The `const {}` value of the access group.
+    pub static CO_CONST: Cell<u64> = const { Cell::new(0) };
+    /// The lazy value of the access group.
+    pub static CO_LAZY: Cell<u64> = Cell::new(0);
+}
+
+std::thread_local! {
+    static STD_CONST: Cell<u64> = const { Cell::new(0) };
+    // The lazy baseline: lazy on purpose.
+    #[allow(clippy::missing_const_for_thread_local)]
+    static STD_LAZY: Cell<u64> = Cell::new(0);
+}
+
+tokio::task_local! {
+    static TOKIO_CELL: Cell<u64>;
+}
+
+may::coroutine_local!(static MAY_CELL: Cell<u64> = Cell::new(0));
+
+// ---------------------------------------------------------------------------
+// Access: `X.set(X.get() + 1)` on a `Cell<u64>`.
+// ---------------------------------------------------------------------------
+
+/// The loop and its barrier alone: what "beyond the loop" is measured from.
+#[inline(never)]
+pub fn loop_only(n: u64) -> Duration {
+    ops(n, || {})
+}
+
+#[inline(never)]
+pub fn std_const(n: u64) -> Duration {
+    ops(n, || STD_CONST.set(STD_CONST.get() + 1))
+}
+
+#[inline(never)]
+pub fn std_lazy(n: u64) -> Duration {
+    ops(n, || STD_LAZY.set(STD_LAZY.get() + 1))
+}
+
+#[inline(never)]
+pub fn co_const(n: u64) -> Duration {
+    ops(n, || CO_CONST.set(CO_CONST.get() + 1))
+}
+
+#[inline(never)]
+pub fn co_lazy(n: u64) -> Duration {
+    ops(n, || CO_LAZY.set(CO_LAZY.get() + 1))
+}
+
+/// The op in one `with`: what `X.set(X.get() + 1)` costs when the get and
+/// the set share one lookup (for the lazy value).
+#[inline(never)]
+pub fn co_lazy_one_with(n: u64) -> Duration {
+    ops(n, || CO_LAZY.with(|c| c.set(c.get() + 1)))
+}
+
+/// tokio's `task_local!` has `with` only for a `Cell`: one `with` for the
+/// get and one for the set, as `X.set(X.get() + 1)` does.
+#[inline(never)]
+fn tokio_loop(n: u64) -> Duration {
+    ops(n, || {
+        let v = TOKIO_CELL.with(Cell::get);
+        TOKIO_CELL.with(|c| c.set(v + 1));
+    })
+}
+
+pub fn tokio_task_local(n: u64) -> Duration {
+    TOKIO_CELL.sync_scope(Cell::new(0), || {
+        tokio_loop(1);
+        tokio_loop(n)
+    })
+}
+
+/// may's `coroutine_local!` has `with` only: one for the get, one for the set.
+#[inline(never)]
+fn may_loop(n: u64) -> Duration {
+    ops(n, || {
+        let v = MAY_CELL.with(Cell::get);
+        MAY_CELL.with(|c| c.set(v + 1));
+    })
+}
+
+/// Runs [`may_loop`] inside a may coroutine, may having one worker thread.
+pub fn may_coroutine_local(n: u64) -> Duration {
+    static CONFIG: Once = Once::new();
+    CONFIG.call_once(|| {
+        may::config().set_workers(1);
+    });
+    // SAFETY: may's `spawn` is unsafe because a coroutine may move between
+    // worker threads (so thread-locals may change under it) and must not
+    // block its worker. This one has a single worker to run on, touches no
+    // thread-local of its own and does not block.
+    let handle = unsafe {
+        may::coroutine::spawn(move || {
+            may_loop(1);
+            may_loop(n)
+        })
+    };
+    handle.join().expect("the may coroutine panicked")
+}
+
+/// The pthread key of [`pthread_get`] and [`pthread_set`], made once.
+static PTHREAD_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+extern "C" fn free_boxed_cell(value: *mut libc::c_void) {
+    // SAFETY: the only values stored under the key are from `Box::into_raw`
+    // in `pthread_cell`, and pthread calls this once per thread at its exit.
+    drop(unsafe { Box::from_raw(value.cast::<Cell<u64>>()) });
+}
+
+fn pthread_key() -> libc::pthread_key_t {
+    static MAKE: Once = Once::new();
+    MAKE.call_once(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `key` is a valid place for the new key; the destructor has
+        // the signature pthread expects.
+        let err = unsafe { libc::pthread_key_create(&mut key, Some(free_boxed_cell)) };
+        assert_eq!(err, 0, "pthread_key_create failed");
+        PTHREAD_KEY.store(key, Ordering::Relaxed);
+    });
+    PTHREAD_KEY.load(Ordering::Relaxed)
+}
+
+/// The thread's boxed cell under the pthread key (made if missing).
+#[inline(always)]
+fn pthread_cell(key: libc::pthread_key_t) -> &'static Cell<u64> {
+    // SAFETY: `key` is a key made by `pthread_key`.
+    let mut value = unsafe { libc::pthread_getspecific(key) };
+    if value.is_null() {
+        value = make_pthread_cell(key);
+    }
+    // SAFETY: non-null values under the key are boxed `Cell<u64>`s of this
+    // thread, freed only at its exit.
+    unsafe { &*value.cast::<Cell<u64>>() }
+}
+
+#[cold]
+#[inline(never)]
+fn make_pthread_cell(key: libc::pthread_key_t) -> *mut libc::c_void {
+    let value = Box::into_raw(Box::new(Cell::new(0u64))).cast();
+    // SAFETY: `key` is a key made by `pthread_key`; the value is freed by
+    // its destructor.
+    let err = unsafe { libc::pthread_setspecific(key, value) };
+    assert_eq!(err, 0, "pthread_setspecific failed");
+    value
+}
+
+#[inline(always)]
+fn pthread_get() -> u64 {
+    pthread_cell(PTHREAD_KEY.load(Ordering::Relaxed)).get()
+}
+
+#[inline(always)]
+fn pthread_set(v: u64) {
+    pthread_cell(PTHREAD_KEY.load(Ordering::Relaxed)).set(v);
+}
+
+/// `pthread_getspecific` for the get and again for the set.
+#[inline(never)]
+fn pthread_loop(n: u64) -> Duration {
+    ops(n, || pthread_set(pthread_get() + 1))
+}
+
+pub fn pthread_specific(n: u64) -> Duration {
+    pthread_key();
+    pthread_loop(1);
+    pthread_loop(n)
+}
+
+/// The seed's solution 1, as QEMU merged it: one global map from the
+/// current coroutine to its value, behind one lock.
+static COROUTINE_VALUES: LazyLock<Mutex<HashMap<u64, u64>>> = LazyLock::new(Default::default);
+
+std::thread_local! {
+    /// What `qemu_coroutine_self()` reads: the running coroutine's id.
+    static CURRENT_COROUTINE: Cell<u64> = const { Cell::new(1) };
+}
+
+#[inline(always)]
+fn map_get() -> u64 {
+    let id = CURRENT_COROUTINE.get();
+    let map = COROUTINE_VALUES.lock().unwrap();
+    map.get(&id).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn map_set(v: u64) {
+    let id = CURRENT_COROUTINE.get();
+    COROUTINE_VALUES.lock().unwrap().insert(id, v);
+}
+
+#[inline(never)]
+fn mutex_map_loop(n: u64) -> Duration {
+    ops(n, || map_set(map_get() + 1))
+}
+
+pub fn mutex_map(n: u64) -> Duration {
+    mutex_map_loop(1);
+    mutex_map_loop(n)
+}
+
+/// `f` on the thread: outside every coroutine, the thread's own block.
+pub fn on_thread(f: fn(u64) -> Duration) -> impl Fn(u64) -> Duration {
+    move |n| {
+        f(1);
+        f(n)
+    }
+}
+
+/// `f` inside `Locals::enter` of a new block.
+pub fn in_locals(f: fn(u64) -> Duration) -> impl Fn(u64) -> Duration {
+    move |n| {
+        let mut locals = Locals::new();
+        locals.enter(|| {
+            f(1);
+            f(n)
+        })
+    }
+}
+
+/// `f` inside a new co_runtime coroutine.
+pub fn in_coroutine(f: fn(u64) -> Duration) -> impl Fn(u64) -> Duration {
+    move |n| {
+        let mut co = Coroutine::<(), (), Duration>::new(move |_, ()| {
+            f(1);
+            f(n)
+        });
+        co.resume(()).as_return().expect("the coroutine returns")
+    }
+}
+
+pub fn access_group() -> Group {
+    Group {
+        name: "access",
+        op: "`X.set(X.get() + 1)` on a `Cell<u64>`",
+        baselines: vec!["std const", "std lazy"],
+        ops_per_rep: 500_000,
+        ops_per_count: 100_000,
+        cases: vec![
+            Case::new("loop only", on_thread(loop_only)),
+            Case::new("std const", on_thread(std_const)),
+            Case::new("std lazy", on_thread(std_lazy)),
+            Case::new("co const, coroutine", in_coroutine(co_const)),
+            Case::new("co const, Locals::enter", in_locals(co_const)),
+            Case::new("co const, thread", on_thread(co_const)),
+            Case::new("co lazy, coroutine", in_coroutine(co_lazy)),
+            Case::new("co lazy, Locals::enter", in_locals(co_lazy)),
+            Case::new("co lazy, thread", on_thread(co_lazy)),
+            Case::new("co lazy, one with, thread", on_thread(co_lazy_one_with)),
+            Case::new("tokio task_local", tokio_task_local),
+            Case::new("may coroutine_local", may_coroutine_local),
+            Case::new("pthread key", pthread_specific),
+            Case::new("Mutex<HashMap>", mutex_map),
+        ],
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Switch: a resume + suspend round trip.
+// ---------------------------------------------------------------------------
+
+/// A bare `context` coroutine that jumps back to whoever resumed it, forever.
+extern "C" fn ping_pong(mut transfer: Transfer) -> ! {
+    loop {
+        // SAFETY: `transfer.context` is the execution that just resumed us,
+        // suspended in its own `resume` and not resumed since.
+        transfer = unsafe { transfer.context.resume(0) };
+    }
+}
+
+#[inline(never)]
+pub fn switch_context(n: u64) -> Duration {
+    let stack = ProtectedFixedSizeStack::new(DEFAULT_STACK_SIZE).expect("a stack");
+    // SAFETY: the stack outlives the context: the context is dropped (never
+    // resumed again) at the end of this function, before the stack.
+    let mut ctx = unsafe { Context::new(&stack, ping_pong) };
+    // SAFETY: `ctx` is suspended (new, then after each jump back) and is
+    // resumed once per suspension; `ping_pong` only jumps back.
+    ctx = unsafe { ctx.resume(0) }.context;
+    let start = Instant::now();
+    let mut left = n;
+    while left != 0 {
+        // SAFETY: as above.
+        ctx = unsafe { ctx.resume(0) }.context;
+        compiler_fence(Ordering::SeqCst);
+        left -= 1;
+        co_local_benches::harness::opaque(&mut left);
+    }
+    let elapsed = start.elapsed();
+    // `ping_pong`'s frame owns nothing: abandoning it (the context is a
+    // plain pointer) leaks nothing; the stack is unmapped after it.
+    let _ = ctx;
+    drop(stack);
+    elapsed
+}
+
+#[inline(never)]
+pub fn switch_co_runtime(n: u64) -> Duration {
+    let mut co = Coroutine::<(), (), ()>::new(|y, ()| loop {
+        y.suspend(());
+    });
+    co.resume(());
+    ops(n, || {
+        black_box(co.resume(()));
+    })
+}
+
+#[inline(never)]
+pub fn switch_co_runtime_access(n: u64) -> Duration {
+    let mut co = Coroutine::<(), (), ()>::new(|y, ()| loop {
+        CO_CONST.set(CO_CONST.get() + 1);
+        y.suspend(());
+    });
+    co.resume(());
+    ops(n, || {
+        black_box(co.resume(()));
+        CO_CONST.set(CO_CONST.get() + 1);
+    })
+}
+
+#[inline(never)]
+pub fn switch_corosensei(n: u64) -> Duration {
+    let mut co = corosensei::Coroutine::<(), (), ()>::new(|y, ()| loop {
+        y.suspend(());
+    });
+    co.resume(());
+    ops(n, || {
+        black_box(co.resume(()));
+    })
+}
+
+pub fn switch_group() -> Group {
+    Group {
+        name: "switch",
+        op: "resume + suspend round trip",
+        baselines: vec!["context"],
+        ops_per_rep: 100_000,
+        ops_per_count: 20_000,
+        cases: vec![
+            Case::new("context", switch_context),
+            Case::new("co_runtime", switch_co_runtime),
+            Case::new("co_runtime + access each side", switch_co_runtime_access),
+            Case::new("corosensei", switch_corosensei),
+        ],
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Creation: create + run to completion + drop.
+// ---------------------------------------------------------------------------
+
+/// A bare `context` coroutine that returns at once: jumps back for the last
+/// time; it is never resumed again.
+extern "C" fn run_once(transfer: Transfer) -> ! {
+    // SAFETY: `transfer.context` is the execution that resumed us, suspended
+    // in its `resume`.
+    unsafe { transfer.context.resume(1) };
+    unreachable!("a finished bare coroutine was resumed")
+}
+
+#[inline(always)]
+fn context_once(stack: &ProtectedFixedSizeStack) {
+    // SAFETY: the stack outlives the context, dropped unresumed at the end
+    // of this block after `run_once` jumped back.
+    let transfer = unsafe { Context::new(stack, run_once).resume(0) };
+    black_box(transfer.data);
+}
+
+#[inline(never)]
+pub fn create_context_fresh(n: u64) -> Duration {
+    ops(n, || {
+        let stack = ProtectedFixedSizeStack::new(DEFAULT_STACK_SIZE).expect("a stack");
+        context_once(&stack);
+    })
+}
+
+#[inline(never)]
+pub fn create_context_reused(n: u64) -> Duration {
+    let stack = ProtectedFixedSizeStack::new(DEFAULT_STACK_SIZE).expect("a stack");
+    ops(n, || context_once(&stack))
+}
+
+#[inline(never)]
+pub fn create_co_runtime(n: u64) -> Duration {
+    ops(n, || {
+        let mut co = Coroutine::<(), (), ()>::new(|_, ()| {});
+        black_box(co.resume(()));
+    })
+}
+
+#[inline(never)]
+pub fn create_corosensei_fresh(n: u64) -> Duration {
+    ops(n, || {
+        let stack = corosensei::stack::DefaultStack::new(DEFAULT_STACK_SIZE).expect("a stack");
+        let mut co = corosensei::Coroutine::<(), (), (), _>::with_stack(stack, |_, ()| {});
+        black_box(co.resume(()));
+    })
+}
+
+#[inline(never)]
+pub fn create_corosensei_reused(n: u64) -> Duration {
+    // corosensei's way to reuse a stack: `into_stack` once the coroutine
+    // is done.
+    let mut stack =
+        Some(corosensei::stack::DefaultStack::new(DEFAULT_STACK_SIZE).expect("a stack"));
+    ops(n, || {
+        let stack_in = stack.take().expect("the stack is back");
+        let mut co = corosensei::Coroutine::<(), (), (), _>::with_stack(stack_in, |_, ()| {});
+        black_box(co.resume(()));
+        stack = Some(co.into_stack());
+    })
+}
+
+#[inline(never)]
+pub fn locals_new_drop(n: u64) -> Duration {
+    ops(n, || drop(black_box(Locals::new())))
+}
+
+pub fn creation_group() -> Group {
+    Group {
+        name: "creation",
+        op: "create + run to completion + drop",
+        baselines: vec!["context, fresh stack"],
+        ops_per_rep: 2_000,
+        ops_per_count: 2_000,
+        cases: vec![
+            Case::new("context, fresh stack", create_context_fresh),
+            Case::new("context, reused stack", create_context_reused),
+            Case::new("co_runtime", create_co_runtime),
+            Case::new("corosensei, fresh stack", create_corosensei_fresh),
+            Case::new("corosensei, reused stack", create_corosensei_reused),
+            Case::new("Locals::new + drop", locals_new_drop),
+        ],
+    }
+}
+
+/// Every group of this module but the live-coroutine one.
+pub fn groups() -> Vec<Group> {
+    vec![access_group(), switch_group(), creation_group()]
+}
+
+// ---------------------------------------------------------------------------
+// Scaling: switches with many live suspended coroutines.
+// ---------------------------------------------------------------------------
+
+/// Stack size of the live coroutines.
+pub const LIVE_STACK: usize = 16 * 1024;
+
+type Live = Vec<Coroutine<(), (), ()>>;
+
+std::thread_local! {
+    /// Suspended coroutines by count, made once per process.
+    static LIVE: RefCell<HashMap<usize, Live>> = RefCell::new(HashMap::new());
+}
+
+/// `count` coroutines of [`LIVE_STACK`] bytes, each resumed once: suspended.
+pub fn make_live(count: usize) -> Live {
+    (0..count)
+        .map(|_| {
+            let mut co = Coroutine::<(), (), ()>::with_stack_size(LIVE_STACK, |y, ()| loop {
+                y.suspend(());
+            });
+            co.resume(());
+            co
+        })
+        .collect()
+}
+
+fn with_live<R>(count: usize, f: impl FnOnce(&mut Live) -> R) -> R {
+    LIVE.with(|live| {
+        let mut live = live.borrow_mut();
+        f(live.entry(count).or_insert_with(|| make_live(count)))
+    })
+}
+
+/// Round trips into each of `count` live coroutines in turn.
+#[inline(never)]
+fn live_round_robin_loop(cos: &mut Live, n: u64) -> Duration {
+    let mut i = 0;
+    ops(n, || {
+        black_box(cos[i].resume(()));
+        i += 1;
+        if i == cos.len() {
+            i = 0;
+        }
+    })
+}
+
+/// Round trips into the first of `count` live coroutines only.
+#[inline(never)]
+fn live_one_hot_loop(cos: &mut Live, n: u64) -> Duration {
+    let co = &mut cos[0];
+    ops(n, || {
+        black_box(co.resume(()));
+    })
+}
+
+/// The most coroutines of [`LIVE_STACK`] bytes that fit, up to `want`: each
+/// stack is two mappings (the stack and its guard page). Raises
+/// `vm.max_map_count` first if it can.
+pub fn live_capacity(want: usize) -> usize {
+    let margin = 1_000;
+    let limit =
+        co_local_benches::system::raise_max_map_count(2 * want + 2 * margin).unwrap_or(65_530);
+    let used = co_local_benches::system::map_count();
+    want.min(limit.saturating_sub(used + margin) / 2)
+}
+
+/// Round trips with `small` and with `large` live suspended coroutines.
+pub fn live_group(small: usize, large: usize) -> Group {
+    let name = |n: usize, what: &str| -> &'static str {
+        Box::leak(format!("{n} live, {what}").into_boxed_str())
+    };
+    let rr = |count: usize| move |n| with_live(count, |cos| live_round_robin_loop(cos, n));
+    let hot = |count: usize| move |n| with_live(count, |cos| live_one_hot_loop(cos, n));
+    Group {
+        name: "live",
+        op: "resume + suspend round trip among live suspended coroutines (16 KiB stacks)",
+        baselines: vec![name(small, "round robin")],
+        ops_per_rep: 200_000,
+        ops_per_count: 20_000,
+        cases: vec![
+            Case::new(name(small, "round robin"), rr(small)),
+            Case::new(name(large, "round robin"), rr(large)),
+            Case::new(name(small, "one hot"), hot(small)),
+            Case::new(name(large, "one hot"), hot(large)),
+        ],
+    }
+}

@@ -1,0 +1,83 @@
+//! Time ratios: medians of interleaved repetitions.
+//!
+//! For each group, round `r` runs every case once for the group's number of
+//! ops (starting with case `r mod len`); the median over the rounds is each
+//! case's figure and the report gives its ratio to the group's baseline.
+//! The `Locals::new` comparison between the binary with one declaration and
+//! the one with 1,000 more runs each repetition in a fresh process of the
+//! `one` and `many` bench binaries, interleaved the same way. Set
+//! `CO_LOCAL_BENCH_ROUNDS` to change the number of rounds (default 31) and
+//! `CO_LOCAL_BENCH_LIVE` the large live-coroutine count (default 100,000).
+
+mod common;
+
+use std::io::stdout;
+
+use co_local_benches::harness::{interleaved, print_ratios, print_table, Stats};
+use co_local_benches::system;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> std::io::Result<()> {
+    let groups = common::groups();
+    co_local_benches::serve(&groups);
+    let rounds = env_usize("CO_LOCAL_BENCH_ROUNDS", 31);
+    let mut out = stdout();
+
+    println!("{}", system::machine());
+    println!("rounds: {rounds} (medians of interleaved repetitions)");
+    for group in &groups {
+        let stats = interleaved(group, rounds);
+        print_ratios(group, &stats, &mut out)?;
+    }
+
+    locals_one_vs_many(rounds, &mut out)?;
+
+    let want = env_usize("CO_LOCAL_BENCH_LIVE", 100_000);
+    let large = common::live_capacity(want);
+    if large < want {
+        println!(
+            "\nlive: only {large} coroutines fit (vm.max_map_count {:?}); measured that",
+            system::max_map_count()
+        );
+    }
+    let live = common::live_group(10, large);
+    let stats = interleaved(&live, rounds);
+    print_ratios(&live, &stats, &mut out)
+}
+
+/// `Locals::new()` + drop with one declaration (`one`) and with 1,000 more
+/// untouched lazy ones (`many`), each repetition in a fresh process.
+fn locals_one_vs_many(rounds: usize, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let (Some(one), Some(many)) = (system::sibling("one"), system::sibling("many")) else {
+        println!("\nlocals: the `one` and `many` bench binaries are not built; run `cargo bench`");
+        return Ok(());
+    };
+    let exes = [
+        ("1 declaration", one),
+        ("1 + 1,000 lazy declarations", many),
+    ];
+    let mut samples = vec![Vec::new(); exes.len()];
+    for r in 0..rounds {
+        for i in 0..exes.len() {
+            let c = (r + i) % exes.len();
+            let ns = system::time_in_process(&exes[c].1, "locals/Locals::new + drop", 100_000)?;
+            samples[c].push(ns);
+        }
+    }
+    let stats: Vec<Stats> = samples.iter_mut().map(|s| Stats::of(s)).collect();
+    let names: Vec<&str> = exes.iter().map(|e| e.0).collect();
+    print_table(
+        "locals",
+        "`Locals::new()` + drop, one fresh process per repetition",
+        &names,
+        &names[..1],
+        &stats,
+        out,
+    )
+}
