@@ -359,3 +359,46 @@ fn debug_output_shows_the_state() {
         "{text}"
     );
 }
+
+#[test]
+fn values_crossing_a_switch_are_dropped_exactly_once() {
+    /// Counts live values of itself.
+    struct Counted(Rc<Cell<i32>>);
+    impl Counted {
+        fn new(live: &Rc<Cell<i32>>) -> Counted {
+            live.set(live.get() + 1);
+            Counted(live.clone())
+        }
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() - 1);
+        }
+    }
+    type Co = Coroutine<Counted, Counted, Counted>;
+    let live = Rc::new(Cell::new(0));
+    let make = |live: &Rc<Cell<i32>>| -> Co {
+        let live = live.clone();
+        Coroutine::new(move |y: &Yielder<Counted, Counted>, first: Counted| {
+            drop(first);
+            let second = y.suspend(Counted::new(&live));
+            let _third = y.suspend(second);
+            Counted::new(&live)
+        })
+    };
+    // Runs to the end; results are dropped by the caller.
+    let mut co = make(&live);
+    for _ in 0..3 {
+        let result = co.resume(Counted::new(&live));
+        assert!(live.get() >= 1);
+        drop(result);
+    }
+    assert_eq!(live.get(), 0);
+    // Dropped suspended while holding an input, and before it starts.
+    let mut co = make(&live);
+    drop(co.resume(Counted::new(&live)));
+    drop(co.resume(Counted::new(&live)));
+    drop(co);
+    drop(make(&live));
+    assert_eq!(live.get(), 0);
+}
