@@ -16,7 +16,6 @@
 //! context wrapper in `raw.rs`.
 
 use core::cell::RefCell;
-use core::fmt;
 use core::ops::Deref;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -247,15 +246,6 @@ impl Drop for PooledStack {
             // If the pool is gone (thread exit), `stack` is unmapped here.
             let _ = POOL.try_with(|pool| pool.borrow_mut().put(stack));
         }
-    }
-}
-
-impl fmt::Debug for PooledStack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PooledStack")
-            .field("bottom", &self.bottom())
-            .field("len", &self.len())
-            .finish()
     }
 }
 
