@@ -58,10 +58,15 @@ use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 
 use co_local::{Locals, RawBlock};
+use context::stack::Stack;
 use context::{Context, Transfer};
 
 use crate::coroutine::{CoroutineResult, Yielder};
 use crate::stack::PooledStack;
+
+mod guard;
+
+pub(crate) use self::guard::{valgrind_stack_deregister, valgrind_stack_register};
 
 /// What the resumer asks of the coroutine it switches to.
 enum Request<I> {
@@ -351,7 +356,16 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
         let stack = PooledStack::new(stack_size);
-        let locals = Locals::new();
+        let mut locals = Locals::new();
+        // The stack's bounds go in the coroutine's own block, once, for the
+        // stack overflow report; a switch does nothing for it.
+        guard::install_overflow_handler();
+        let bounds = guard::StackBounds {
+            guard: stack.bottom() as usize - Stack::min_size(),
+            bottom: stack.bottom() as usize,
+            top: stack.top() as usize,
+        };
+        locals.enter(|| guard::STACK_BOUNDS.set(bounds));
         // SAFETY: (rule 1) `stack` is kept in `self.stack` until the coroutine
         // has finished (`release`), when its last context has been dropped
         // unresumed; if the coroutine is leaked, so is the stack.

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use context::stack::{ProtectedFixedSizeStack, Stack};
 
+use crate::raw::{valgrind_stack_deregister, valgrind_stack_register};
+
 /// The stack size of [`Coroutine::new`](crate::Coroutine::new): 256 KiB, not
 /// counting the guard page.
 ///
@@ -107,8 +109,9 @@ pub fn stack_stats() -> StackStats {
     })
 }
 
-/// A mapped guarded stack, counted in [`PROCESS_MAPPED`] until it is unmapped.
-struct Mapped(ProtectedFixedSizeStack);
+/// A mapped guarded stack, counted in [`PROCESS_MAPPED`] until it is
+/// unmapped, and registered with valgrind (when running under it) meanwhile.
+struct Mapped(ProtectedFixedSizeStack, usize);
 
 impl Mapped {
     /// Maps a stack of `size` usable bytes (a multiple of the page size).
@@ -118,7 +121,8 @@ impl Mapped {
         });
         debug_assert_eq!(stack.len(), size);
         PROCESS_MAPPED.fetch_add(1, Ordering::Relaxed);
-        Mapped(stack)
+        let valgrind_id = valgrind_stack_register(stack.bottom() as usize, stack.top() as usize);
+        Mapped(stack, valgrind_id)
     }
 
     fn size(&self) -> usize {
@@ -129,6 +133,7 @@ impl Mapped {
 impl Drop for Mapped {
     fn drop(&mut self) {
         // The `ProtectedFixedSizeStack` field unmaps the stack right after.
+        valgrind_stack_deregister(self.1);
         PROCESS_MAPPED.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -68,43 +68,68 @@ fn an_impossible_stack_size_panics() {
     let _ = Coroutine::with_stack_size(usize::MAX / 2, |_: &Yielder<(), ()>, ()| ());
 }
 
-/// Overflows a coroutine's stack in a child process, which must die of the
-/// fault on the guard page instead of running on over other memory.
+/// Overflows a coroutine's stack in a child process, which must hit the
+/// guard page (never run on over other memory), report "coroutine stack
+/// overflow" with the stack's bounds and size, and abort.
 #[cfg(unix)]
 #[test]
-fn stack_overflow_hits_the_guard_page() {
+fn stack_overflow_hits_the_guard_page_and_is_reported() {
     use std::os::unix::process::ExitStatusExt;
     use std::process::Command;
 
     const CHILD: &str = "CO_RUNTIME_OVERFLOW_CHILD";
-    if std::env::var_os(CHILD).is_some() {
-        let mut co = Coroutine::new(|_: &Yielder<(), u64>, ()| deep(None, u64::MAX));
-        co.resume(());
-        // Not reached: print something the parent would see.
-        println!("the stack overflow went unnoticed");
-        std::process::exit(0);
+    const NAME: &str = "stack_overflow_hits_the_guard_page_and_is_reported";
+    match std::env::var(CHILD).as_deref() {
+        Ok("coroutine") => {
+            let mut co = Coroutine::with_stack_size(64 * 1024, |_: &Yielder<(), u64>, ()| {
+                deep(None, u64::MAX)
+            });
+            co.resume(());
+            // Not reached: print something the parent would see.
+            println!("the stack overflow went unnoticed");
+            std::process::exit(0);
+        }
+        Ok("thread") => {
+            // A thread's own overflow is still std's to report, after a
+            // coroutine has installed co_runtime's handler.
+            let mut co = Coroutine::new(|_: &Yielder<(), u64>, ()| 1);
+            co.resume(());
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(|| deep(None, u64::MAX))
+                .unwrap()
+                .join()
+                .unwrap();
+            println!("the stack overflow went unnoticed");
+            std::process::exit(0);
+        }
+        _ => {}
     }
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "stack_overflow_hits_the_guard_page",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!stdout.contains("went unnoticed"), "{stdout}");
-    // SIGSEGV; SIGBUS on some systems for a fault on a PROT_NONE page.
-    const SIGSEGV: i32 = 11;
-    const SIGBUS: i32 = if cfg!(target_os = "linux") { 7 } else { 10 };
-    let signal = output.status.signal();
+    let run = |which: &str| {
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(CHILD, which)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!stdout.contains("went unnoticed"), "{stdout}");
+        (output.status, stderr)
+    };
+
+    let (status, stderr) = run("coroutine");
+    const SIGABRT: i32 = 6;
+    assert_eq!(status.signal(), Some(SIGABRT), "{status:?}\n{stderr}");
     assert!(
-        signal == Some(SIGSEGV) || signal == Some(SIGBUS),
-        "the child should die of a fault, got {:?}\n{stdout}",
-        output.status
+        stderr.contains("co_runtime: coroutine stack overflow: fault at 0x")
+            && stderr.contains("of a 65536-byte coroutine stack 0x"),
+        "{stderr}"
     );
+
+    let (status, stderr) = run("thread");
+    assert!(status.signal().is_some(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("has overflowed its stack"), "{stderr}");
+    assert!(!stderr.contains("coroutine stack overflow"), "{stderr}");
 }
 
 #[test]
