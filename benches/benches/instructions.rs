@@ -75,7 +75,7 @@ fn scaling(me: &Path) -> std::io::Result<()> {
     let n = 100_000;
     println!("### scaling: instructions per op with 1 and with 1 + 1,000 lazy declarations\n");
     println!("| case | binary A | A | binary B | B |\n|---|---|---:|---|---:|");
-    let rows: [(&str, &PathBuf, &str, &Path, &str, u64); 7] = [
+    let rows: [(&str, &PathBuf, &str, &Path, &str, u64); 5] = [
         (
             "co const, thread",
             &one,
@@ -93,14 +93,6 @@ fn scaling(me: &Path) -> std::io::Result<()> {
             n,
         ),
         (
-            "co const, coroutine",
-            &one,
-            "access/co const, coroutine",
-            &many,
-            "access/co const, coroutine",
-            n,
-        ),
-        (
             "co lazy, thread",
             &me.to_path_buf(),
             "access/co lazy, thread",
@@ -114,14 +106,6 @@ fn scaling(me: &Path) -> std::io::Result<()> {
             "access/co lazy, Locals::enter",
             &many,
             "access/co lazy, Locals::enter",
-            n,
-        ),
-        (
-            "co lazy, coroutine",
-            &me.to_path_buf(),
-            "access/co lazy, coroutine",
-            &many,
-            "access/co lazy, coroutine",
             n,
         ),
         (

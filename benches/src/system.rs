@@ -125,6 +125,9 @@ pub struct BlockInfo {
     pub padded: usize,
     /// `co_local::block_size()`.
     pub block_size: usize,
+    /// The declarations not made by the bench binaries themselves (by
+    /// co_runtime, say): `module::NAME` each.
+    pub others: &'static [&'static str],
 }
 
 impl BlockInfo {
@@ -141,23 +144,47 @@ impl BlockInfo {
                 .map(|d| (d.size() + state(d)).next_multiple_of(d.align()))
                 .sum(),
             block_size: co_local::block_size(),
+            others: Vec::leak(
+                decls
+                    .iter()
+                    .filter(|d| !d.module_path().starts_with(env!("CARGO_CRATE_NAME")))
+                    .filter(|d| {
+                        ![
+                            "one",
+                            "many",
+                            "ratios",
+                            "instructions",
+                            "memory",
+                            "criterion",
+                        ]
+                        .iter()
+                        .any(|b| d.module_path().split("::").next() == Some(b))
+                    })
+                    .map(|d| &*format!("{}::{}", d.module_path(), d.name()).leak())
+                    .collect(),
+            ),
         }
     }
 }
 
 impl fmt::Display for BlockInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bound = self.padded + 64;
         write!(
             f,
-            "declarations {} (lazy {}), sum of sizes {} B, sizes + state bytes + padding {} B, \
-             block_size {} B (so {} B of header and rest), SPEC bound {} B",
+            "{} declarations ({} lazy): block_size {} B; sum of sizes {} B; \
+             sizes + state bytes, padded to alignment {} B; SPEC bound (that + 64 B header) {} B: {}",
             self.declarations,
             self.lazy,
+            self.block_size,
             self.sum_sizes,
             self.padded,
-            self.block_size,
-            self.block_size as isize - self.padded as isize,
-            self.padded + 64,
-        )
+            bound,
+            if self.block_size <= bound { "holds" } else { "does not hold" },
+        )?;
+        if !self.others.is_empty() {
+            write!(f, " (declared by dependencies: {})", self.others.join(", "))?;
+        }
+        Ok(())
     }
 }

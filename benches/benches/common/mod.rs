@@ -521,28 +521,92 @@ fn live_one_hot_loop(cos: &mut Live, n: u64) -> Duration {
     })
 }
 
-/// The most coroutines of [`LIVE_STACK`] bytes that fit, up to `want`: each
-/// stack is two mappings (the stack and its guard page). Raises
-/// `vm.max_map_count` first if it can.
+/// Bare `context` ping-pong coroutines on stacks of [`LIVE_STACK`] bytes,
+/// each started: the control of the live group (same memory pattern, no
+/// co_runtime bookkeeping).
+pub struct LiveContexts {
+    /// `Some` except during a switch.
+    contexts: Vec<Option<Context>>,
+    /// Declared after `contexts`: unmapped after them.
+    _stacks: Vec<ProtectedFixedSizeStack>,
+}
+
+fn make_live_contexts(count: usize) -> LiveContexts {
+    let stacks: Vec<_> = (0..count)
+        .map(|_| ProtectedFixedSizeStack::new(LIVE_STACK).expect("a stack"))
+        .collect();
+    let contexts = stacks
+        .iter()
+        .map(|stack| {
+            // SAFETY: the stack outlives the context (`LiveContexts` drops
+            // the contexts first); `ping_pong` only jumps back.
+            let ctx = unsafe { Context::new(stack, ping_pong) };
+            // SAFETY: a new context, resumed once.
+            Some(unsafe { ctx.resume(0) }.context)
+        })
+        .collect();
+    LiveContexts {
+        contexts,
+        _stacks: stacks,
+    }
+}
+
+std::thread_local! {
+    static LIVE_CONTEXTS: RefCell<HashMap<usize, LiveContexts>> = RefCell::new(HashMap::new());
+}
+
+#[inline(never)]
+fn live_contexts_round_robin_loop(live: &mut LiveContexts, n: u64) -> Duration {
+    let mut i = 0;
+    let len = live.contexts.len();
+    ops(n, || {
+        let ctx = live.contexts[i].take().expect("suspended");
+        // SAFETY: `ctx` is suspended in `ping_pong` and resumed once.
+        live.contexts[i] = Some(unsafe { ctx.resume(0) }.context);
+        i += 1;
+        if i == len {
+            i = 0;
+        }
+    })
+}
+
+fn live_contexts_round_robin(count: usize, n: u64) -> Duration {
+    LIVE_CONTEXTS.with(|live| {
+        let mut live = live.borrow_mut();
+        let live = live
+            .entry(count)
+            .or_insert_with(|| make_live_contexts(count));
+        live_contexts_round_robin_loop(live, n)
+    })
+}
+
+/// The most coroutines of [`LIVE_STACK`] bytes that fit, up to `want`, with
+/// as many bare contexts beside them: each stack is two mappings (the stack
+/// and its guard page). Raises `vm.max_map_count` first if it can.
 pub fn live_capacity(want: usize) -> usize {
     let margin = 1_000;
     let limit =
-        co_local_benches::system::raise_max_map_count(2 * want + 2 * margin).unwrap_or(65_530);
+        co_local_benches::system::raise_max_map_count(4 * want + 2 * margin).unwrap_or(65_530);
     let used = co_local_benches::system::map_count();
-    want.min(limit.saturating_sub(used + margin) / 2)
+    want.min(limit.saturating_sub(used + margin) / 4)
 }
 
-/// Round trips with `small` and with `large` live suspended coroutines.
+/// Round trips with `small` and with `large` live suspended coroutines, and
+/// the same with bare `context` coroutines.
 pub fn live_group(small: usize, large: usize) -> Group {
     let name = |n: usize, what: &str| -> &'static str {
         Box::leak(format!("{n} live, {what}").into_boxed_str())
     };
     let rr = |count: usize| move |n| with_live(count, |cos| live_round_robin_loop(cos, n));
     let hot = |count: usize| move |n| with_live(count, |cos| live_one_hot_loop(cos, n));
+    let ctx = |count: usize| move |n| live_contexts_round_robin(count, n);
     Group {
         name: "live",
         op: "resume + suspend round trip among live suspended coroutines (16 KiB stacks)",
-        baselines: vec![name(small, "round robin")],
+        baselines: vec![
+            name(small, "round robin"),
+            name(small, "context round robin"),
+        ],
         ops_per_rep: 200_000,
         ops_per_count: 20_000,
         cases: vec![
@@ -550,6 +614,8 @@ pub fn live_group(small: usize, large: usize) -> Group {
             Case::new(name(large, "round robin"), rr(large)),
             Case::new(name(small, "one hot"), hot(small)),
             Case::new(name(large, "one hot"), hot(large)),
+            Case::new(name(small, "context round robin"), ctx(small)),
+            Case::new(name(large, "context round robin"), ctx(large)),
         ],
     }
 }
