@@ -370,9 +370,31 @@ fn lifecycles_and_exiting_threads_free_every_allocation() {
     lifecycles(LIFECYCLES);
     let after = live();
     let per_lifecycle = (ALLOCS.load(Ordering::Relaxed) - allocs) / LIFECYCLES;
+
+    // Threads that exit holding suspended coroutines, in a thread-local
+    // made first or last, in their own co_local block, or on their stack
+    // while they panic: what they made is freed when they have exited, and
+    // their stacks are unmapped.
+    let mapped = stack_stats().process_mapped;
+    let before_threads = live();
+    // An array, not a `Vec`: allocating the results would count.
+    let mut rounds = [(before_threads, mapped); 3];
+    for round in &mut rounds {
+        let threads: Vec<_> = (0..4)
+            .map(|how| std::thread::spawn(move || exiting_thread(how)))
+            .collect();
+        for (how, thread) in threads.into_iter().enumerate() {
+            assert_eq!(thread.join().is_err(), how == 3, "thread {how}");
+        }
+        *round = (live(), stack_stats().process_mapped);
+    }
+
+    // Printed only now: libtest's capture of the output is a buffer that
+    // grows as it is written.
     eprintln!(
         "reliability_alloc: {LIFECYCLES} lifecycles, about {per_lifecycle} allocations each: \
-         live {warm:?} before, {after:?} after (cold {cold:?}); block size {} bytes",
+         live {warm:?} before, {after:?} after (cold {cold:?}); block size {} bytes; \
+         threads: live {before_threads:?} before, {rounds:?} after each round",
         co_local::block_size()
     );
     assert_eq!(after, warm, "the lifecycles leaked");
@@ -385,25 +407,8 @@ fn lifecycles_and_exiting_threads_free_every_allocation() {
         kept <= (pooled_blocks + 1) * block + 16 * 1024,
         "{kept} bytes kept since the cold start"
     );
-
-    // Threads that exit holding suspended coroutines, in a thread-local
-    // made first or last, in their own co_local block, or on their stack
-    // while they panic: what they made is freed when they have exited, and
-    // their stacks are unmapped.
-    let mapped = stack_stats().process_mapped;
-    let before = live();
-    for round in 0..3 {
-        let threads: Vec<_> = (0..4)
-            .map(|how| std::thread::spawn(move || exiting_thread(how)))
-            .collect();
-        for (how, thread) in threads.into_iter().enumerate() {
-            assert_eq!(thread.join().is_err(), how == 3, "thread {how}");
-        }
-        let after = live();
-        eprintln!(
-            "reliability_alloc: threads, round {round}: live {before:?} before, {after:?} after"
-        );
-        assert_eq!(after, before, "the exited threads leaked");
-        assert_eq!(stack_stats().process_mapped, mapped, "stacks left mapped");
+    for (round, &(after, mapped_after)) in rounds.iter().enumerate() {
+        assert_eq!(after, before_threads, "the threads of round {round} leaked");
+        assert_eq!(mapped_after, mapped, "stacks left mapped in round {round}");
     }
 }
