@@ -7,14 +7,16 @@
 //! the one with 1,000 more runs each repetition in a fresh process of the
 //! `one` and `many` bench binaries, interleaved the same way. Set
 //! `CO_LOCAL_BENCH_ROUNDS` to change the number of rounds (default 31) and
-//! `CO_LOCAL_BENCH_LIVE` the large live-coroutine count (default 100,000).
+//! `CO_LOCAL_BENCH_LIVE` the large live-coroutine count (default 100,000);
+//! `CO_LOCAL_BENCH_FILTER=word,word` keeps the cases whose `group/case`
+//! name contains one of the words (and the baselines).
 
 mod common;
 
 use std::io::stdout;
 
 use co_local_benches::harness::{interleaved, print_ratios, print_table, Stats};
-use co_local_benches::system;
+use co_local_benches::{system, Group};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -31,12 +33,19 @@ fn main() -> std::io::Result<()> {
 
     println!("{}", system::machine());
     println!("rounds: {rounds} (medians of interleaved repetitions)");
-    for group in &groups {
-        let stats = interleaved(group, rounds);
-        print_ratios(group, &stats, &mut out)?;
+    for group in groups.into_iter().map(Group::filtered) {
+        if group.cases.len() > group.baselines.len() {
+            let stats = interleaved(&group, rounds);
+            print_ratios(&group, &stats, &mut out)?;
+        }
     }
 
-    locals_one_vs_many(rounds, &mut out)?;
+    if !filtered_out("locals/") {
+        locals_one_vs_many(rounds, &mut out)?;
+    }
+    if filtered_out("live/") {
+        return Ok(());
+    }
 
     let want = env_usize("CO_LOCAL_BENCH_LIVE", 100_000);
     let large = common::live_capacity(want);
@@ -49,6 +58,12 @@ fn main() -> std::io::Result<()> {
     let live = common::live_group(10, large);
     let stats = interleaved(&live, rounds);
     print_ratios(&live, &stats, &mut out)
+}
+
+/// Whether `CO_LOCAL_BENCH_FILTER` is set and no word of it is in `name`.
+fn filtered_out(name: &str) -> bool {
+    std::env::var("CO_LOCAL_BENCH_FILTER")
+        .is_ok_and(|f| !f.split(',').any(|w| !w.is_empty() && name.contains(w)))
 }
 
 /// `Locals::new()` + drop with one declaration (`one`) and with 1,000 more

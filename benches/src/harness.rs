@@ -88,6 +88,21 @@ pub struct Group {
 }
 
 impl Group {
+    /// Keeps the cases whose `group/case` name contains one of the
+    /// comma-separated words of `CO_LOCAL_BENCH_FILTER`, if it is set (the
+    /// baselines always stay).
+    pub fn filtered(mut self) -> Group {
+        if let Ok(filter) = std::env::var("CO_LOCAL_BENCH_FILTER") {
+            let words: Vec<&str> = filter.split(',').filter(|w| !w.is_empty()).collect();
+            let (name, baselines) = (self.name, self.baselines.clone());
+            self.cases.retain(|c| {
+                let full = format!("{name}/{}", c.name);
+                baselines.contains(&c.name) || words.iter().any(|w| full.contains(w))
+            });
+        }
+        self
+    }
+
     /// The case called `name`.
     pub fn case(&self, name: &str) -> Option<&Case> {
         self.cases.iter().find(|c| c.name == name)
@@ -141,6 +156,8 @@ pub struct Stats {
     pub q1: f64,
     /// Third quartile.
     pub q3: f64,
+    /// Smallest.
+    pub min: f64,
 }
 
 impl Stats {
@@ -156,6 +173,7 @@ impl Stats {
             median: at(0.5),
             q1: at(0.25),
             q3: at(0.75),
+            min: samples[0],
         }
     }
 }
@@ -189,7 +207,8 @@ pub fn print_ratios(group: &Group, stats: &[Stats], out: &mut impl Write) -> std
 }
 
 /// Prints a Markdown table: one row per case with its median ns per op, its
-/// quartiles and the ratio of its median to each baseline's.
+/// quartiles and minimum, the ratio of its median to each baseline's median,
+/// and the ratio of its minimum to each baseline's minimum.
 pub fn print_table(
     title: &str,
     op: &str,
@@ -199,26 +218,35 @@ pub fn print_table(
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     writeln!(out, "\n### {title}: {op}\n")?;
-    write!(out, "| case | median ns/op | q1–q3 |")?;
+    write!(out, "| case | median ns/op | q1–q3 | min |")?;
     for b in baselines {
-        write!(out, " × {b} |")?;
+        write!(out, " × {b} (medians) |")?;
+    }
+    for b in baselines {
+        write!(out, " × {b} (minima) |")?;
     }
     writeln!(out)?;
-    write!(out, "|---|---:|---:|")?;
-    for _ in baselines {
+    write!(out, "|---|---:|---:|---:|")?;
+    for _ in 0..2 * baselines.len() {
         write!(out, "---:|")?;
     }
     writeln!(out)?;
+    let base = |b: &&str| names.iter().position(|n| n == b).map(|i| stats[i]);
     for (name, s) in names.iter().zip(stats) {
         write!(
             out,
-            "| {name} | {:.2} | {:.2}–{:.2} |",
-            s.median, s.q1, s.q3
+            "| {name} | {:.2} | {:.2}–{:.2} | {:.2} |",
+            s.median, s.q1, s.q3, s.min
         )?;
         for b in baselines {
-            let base = names.iter().position(|n| n == b).map(|i| stats[i].median);
-            match base {
-                Some(base) => write!(out, " {:.3} |", s.median / base)?,
+            match base(b) {
+                Some(base) => write!(out, " {:.3} |", s.median / base.median)?,
+                None => write!(out, " ? |")?,
+            }
+        }
+        for b in baselines {
+            match base(b) {
+                Some(base) => write!(out, " {:.3} |", s.min / base.min)?,
                 None => write!(out, " ? |")?,
             }
         }

@@ -586,7 +586,7 @@ fn live_contexts_round_robin(count: usize, n: u64) -> Duration {
 pub fn live_capacity(want: usize) -> usize {
     let margin = 1_000;
     let limit =
-        co_local_benches::system::raise_max_map_count(4 * want + 2 * margin).unwrap_or(65_530);
+        co_local_benches::system::raise_max_map_count(4 * want + 4 * margin).unwrap_or(65_530);
     let used = co_local_benches::system::map_count();
     want.min(limit.saturating_sub(used + margin) / 4)
 }
