@@ -342,6 +342,67 @@ fn suspending_during_the_forced_unwind_aborts_the_process() {
     }
 }
 
+/// The closure catches the forced unwind of its drop and panics with a
+/// payload of its own: documented in part ("Code that catches it should let
+/// it go on"); the code (`RawCoroutine`'s drop) resumes that panic out of
+/// the drop, after the coroutine's values have been destroyed.
+#[test]
+fn a_closure_that_turns_its_forced_unwind_into_a_panic_panics_out_of_drop() {
+    let log = Log::default();
+    let l = log.clone();
+    let mut co = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
+        ID.set(8);
+        LAZY_SLOT.set(Some(Tracked::new(80, &l)));
+        let unwound = catch(|| y.suspend(()));
+        assert!(unwound.is_err());
+        panic::resume_unwind(Box::new("instead of the forced unwind"));
+    });
+    co.resume(());
+    let payload = catch(move || drop(co)).unwrap_err();
+    assert_eq!(message(&*payload), "instead of the forced unwind");
+    assert_eq!(sorted(&log), [(80, 8)]);
+}
+
+/// A coroutine suspends from a destructor while it unwinds from its own
+/// panic (nothing forbids it: its panic is in flight, not a forced unwind).
+/// std counts panics per thread, so `std::thread::panicking()` is then true
+/// in its resumer, which is not unwinding; co_local's block destruction and
+/// co_runtime's drop read it to decide whether to resume a destructor's
+/// panic, so such a panic is reported by the hook and dropped there instead
+/// of coming out of the drop. Resuming the coroutine lets its unwinding go
+/// on: its panic comes out of `resume`. Not UB, but undocumented and
+/// surprising; corosensei behaves the same.
+#[test]
+fn a_coroutine_suspended_while_it_unwinds_makes_its_resumer_look_panicking() {
+    struct SuspendOnDrop<'a>(&'a Yielder<(), u32>);
+    impl Drop for SuspendOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.suspend(1);
+        }
+    }
+    let hooks = count_hook_calls();
+    let log = Log::default();
+    let mut co = Coroutine::new(|y: &Yielder<(), u32>, ()| {
+        let _suspends = SuspendOnDrop(y);
+        panic::resume_unwind(Box::new("the coroutine's panic"));
+    });
+    assert!(!std::thread::panicking());
+    assert_eq!(co.resume(()), CoroutineResult::Yield(1));
+    assert!(std::thread::panicking(), "the coroutine's panic is counted");
+
+    let mut locals = co_local::Locals::new();
+    locals.enter(|| CONST_SLOT.set(Some(Tracked::armed(70, &log))));
+    let dropped = catch(move || drop(locals));
+    assert!(dropped.is_ok(), "the destructor's panic did not come out");
+    assert_eq!(hook_calls() - hooks, 1, "it was reported");
+    assert_eq!(sorted(&log), [(70, 0)]);
+
+    let payload = catch(|| co.resume(())).unwrap_err();
+    assert_eq!(message(&*payload), "the coroutine's panic");
+    assert!(!std::thread::panicking());
+    assert!(co.done());
+}
+
 // ---------------------------------------------------------------------------
 // 3. A thread exits while it holds suspended coroutines.
 
