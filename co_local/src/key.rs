@@ -28,6 +28,14 @@ use crate::storage;
 /// checks nothing. Any other initialiser is run lazily, on the first access in
 /// each block; an access checks one state byte next to the value.
 ///
+/// An initialiser that panics leaves the value not made: the next access runs
+/// the initialiser again. An initialiser may reach its own key (the inner
+/// access runs the initialiser again and makes the value) or suspend the
+/// coroutine; when the outer initialiser returns, its value wins, as with
+/// `std`: a value made meanwhile (by the inner access, or by a `set` from
+/// outside, such as `co_runtime`'s `Coroutine::with_locals`) is dropped and
+/// replaced.
+///
 /// A block's values are destroyed when its coroutine finishes or is dropped,
 /// when its [`Locals`](crate::Locals) is dropped, or, for the thread's own
 /// block, when the thread exits: each value that was made is dropped exactly

@@ -78,8 +78,10 @@ impl<Y, R> CoroutineResult<Y, R> {
 ///
 /// The stack has [`DEFAULT_STACK_SIZE`](crate::DEFAULT_STACK_SIZE) bytes, or
 /// as many as given to [`with_stack_size`](Coroutine::with_stack_size), with a
-/// guard page below it: a stack overflow faults (the process is killed by
-/// `SIGSEGV`) instead of overwriting memory. Stacks are reused through a
+/// guard page below it: a stack overflow faults on the guard page instead of
+/// overwriting memory, and co_runtime reports "coroutine stack overflow" with
+/// the stack's bounds and size on stderr before aborting the process (as std
+/// does for a thread's overflow). Stacks are reused through a
 /// bounded per-thread pool, so making a coroutine in steady state maps no
 /// memory; see [`stack_stats`](crate::stack_stats).
 ///
@@ -99,6 +101,23 @@ impl<Y, R> CoroutineResult<Y, R> {
 /// (the panic comes out of the drop, unless the thread is already
 /// panicking). A coroutine dropped before its first resume runs nothing: its
 /// closure is dropped.
+///
+/// Outcomes of panics that meet each other:
+///
+/// - A destructor of a co_local value that panics while the block is
+///   destroyed does not stop the other destructors. If the coroutine returned
+///   or was dropped, that panic comes out of `resume` or of the drop. If the
+///   closure itself panicked, the closure's payload comes out of `resume`,
+///   and the destructor's panic, already reported by the panic hook, is
+///   dropped. Which of two panicking destructors comes out is unspecified.
+/// - A destructor on the coroutine's stack that panics *during the forced
+///   unwind* of a drop, or that calls `suspend` then, aborts the process:
+///   Rust aborts on a panic raised while a frame is being unwound.
+/// - A coroutine that suspends from a destructor while its stack unwinds from
+///   a panic of its own leaves [`std::thread::panicking`] true in its resumer
+///   until it is resumed and finishes unwinding (std counts panics per
+///   thread); code of the resumer that checks `panicking()` (co_local's block
+///   destruction does, to not resume a second panic) behaves as if unwinding.
 ///
 /// # Threads
 ///
