@@ -80,6 +80,62 @@ pub fn co_lazy_one_with(n: u64) -> Duration {
     ops(n, || CO_LAZY.with(|c| c.set(c.get() + 1)))
 }
 
+// Two hand-written models of the lazy fast path, to tell what its time is
+// made of: a thread-local block pointer, a state byte next to the value, and
+// the value's offset either loaded from a static (as co_local does) or a
+// constant (as it would be if the layout were fixed at link time).
+
+std::thread_local! {
+    static MODEL_BLOCK: Cell<*mut u64> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The offset (in `u64`s) of the model's value; its state byte follows.
+static MODEL_OFFSET: AtomicU32 = AtomicU32::new(2);
+const MODEL_OFFSET_CONST: usize = 2;
+
+#[cold]
+#[inline(never)]
+fn model_block() -> *mut u64 {
+    // Leaked: one small block per thread, for the process's lifetime.
+    let block: &'static mut [u64; 8] = Box::leak(Box::new([0, 0, 0, 1, 0, 0, 0, 0]));
+    MODEL_BLOCK.set(block.as_mut_ptr());
+    // Written at run time, so the optimiser cannot fold it to a constant.
+    MODEL_OFFSET.store(MODEL_OFFSET_CONST as u32, Ordering::Relaxed);
+    block.as_mut_ptr()
+}
+
+#[inline(always)]
+fn model_op(offset: usize) {
+    let mut base = MODEL_BLOCK.get();
+    if base.is_null() {
+        base = model_block();
+    }
+    // SAFETY: `base` is this thread's leaked 8-word block; `offset` is 2,
+    // so the value (word 2) and its state byte (first byte of word 3) are
+    // inside it.
+    unsafe {
+        if *base.add(offset + 1).cast::<u8>() != 1 {
+            model_block();
+        }
+        *base.add(offset) += 1;
+    }
+}
+
+/// The model with the offset loaded from a static on each access.
+#[inline(never)]
+pub fn model_loaded_offset(n: u64) -> Duration {
+    ops(
+        n,
+        || model_op(MODEL_OFFSET.load(Ordering::Relaxed) as usize),
+    )
+}
+
+/// The model with a constant offset: one load fewer per access.
+#[inline(never)]
+pub fn model_const_offset(n: u64) -> Duration {
+    ops(n, || model_op(MODEL_OFFSET_CONST))
+}
+
 /// tokio's `task_local!` has `with` only for a `Cell`: one `with` for the
 /// get and one for the set, as `X.set(X.get() + 1)` does.
 #[inline(never)]
@@ -273,6 +329,11 @@ pub fn access_group() -> Group {
             Case::new("co lazy, Locals::enter", in_locals(co_lazy)),
             Case::new("co lazy, thread", on_thread(co_lazy)),
             Case::new("co lazy, one with, thread", on_thread(co_lazy_one_with)),
+            Case::new("model: lazy, loaded offset", on_thread(model_loaded_offset)),
+            Case::new(
+                "model: lazy, constant offset",
+                on_thread(model_const_offset),
+            ),
             Case::new("tokio task_local", tokio_task_local),
             Case::new("may coroutine_local", may_coroutine_local),
             Case::new("pthread key", pthread_specific),
