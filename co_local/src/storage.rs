@@ -551,9 +551,29 @@ pub(crate) fn with<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) 
 
 /// Like [`with`], but a lazy value not made yet is made from `init` instead
 /// of its initialiser; `f` gets `init` back if it was not used.
+///
+/// The fast path passes `init` straight to `f`; only the cold path puts it in
+/// an `Option` whose address the slow path takes, so the fast path stores
+/// nothing to the stack and, after a `with` on the same key
+/// (`X.set(X.get() + 1)`), reuses that access's checks.
 #[inline]
 #[track_caller]
 pub(crate) fn initialize_with<T: 'static, R>(
+    key: &'static LocalKey<T>,
+    init: T,
+    f: impl FnOnce(Option<T>, &T) -> R,
+) -> R {
+    match fast_path(key) {
+        // SAFETY: see `value_ref`.
+        Some(found) => f(Some(init), unsafe { value_ref(value_at(found)) }),
+        None => initialize_with_slow(key, init, f),
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn initialize_with_slow<T: 'static, R>(
     key: &'static LocalKey<T>,
     init: T,
     f: impl FnOnce(Option<T>, &T) -> R,
