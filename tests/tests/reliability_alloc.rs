@@ -14,10 +14,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
 use std::hint::black_box;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use co_local::{co_local, Locals};
+use co_local_tests::catch;
 use co_runtime::{stack_stats, Coroutine, CoroutineResult, Yielder};
 
 /// Counts live allocations and bytes in the whole process.
@@ -107,10 +108,6 @@ fn quiet_expected_panics() {
             default(info);
         }
     }));
-}
-
-fn catch<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
-    panic::catch_unwind(AssertUnwindSafe(f))
 }
 
 /// A value that owns heap memory and may panic when dropped.

@@ -11,13 +11,13 @@
 //! a child process: the test binary re-runs itself on one test, with
 //! `CHILD_SCENARIO` set, and the parent checks how the child died.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, Once};
 
 use co_local::{co_local, AccessError};
+use co_local_tests::{catch, message};
 use co_runtime::{Coroutine, CoroutineResult, Yielder};
 
 // ---------------------------------------------------------------------------
@@ -90,20 +90,6 @@ fn sorted(log: &Log) -> Vec<(u32, u32)> {
     let mut drops = std::mem::take(&mut *log.lock().unwrap());
     drops.sort_unstable();
     drops
-}
-
-fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Box<dyn Any + Send>> {
-    panic::catch_unwind(AssertUnwindSafe(f))
-}
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        String::from("<not a message>")
-    }
 }
 
 co_local! {

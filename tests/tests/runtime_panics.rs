@@ -2,13 +2,13 @@
 //! come out of `resume` intact, stacks are unwound, every destructor runs
 //! exactly once, and the resumer's co_local block is current again.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::rc::Rc;
 use std::sync::Once;
 
 use co_local::{co_local, Locals};
+use co_local_tests::{catch, message};
 use co_runtime::{Coroutine, CoroutineResult, Yielder};
 
 co_local! {
@@ -62,20 +62,6 @@ impl Drop for Guard {
 
 #[derive(Debug, PartialEq)]
 struct Payload(u32);
-
-fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Box<dyn Any + Send>> {
-    panic::catch_unwind(AssertUnwindSafe(f))
-}
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        String::from("<not a message>")
-    }
-}
 
 #[test]
 fn a_panic_comes_out_of_resume_with_its_payload() {
