@@ -32,7 +32,8 @@
 //!    binary are collected at link time: no registration call, no key limit.
 //! 2. **Layout.** On first use, the registry is laid out once, like
 //!    `.tdata`/`.tbss` for `__thread`: an offset per value, a template image
-//!    holding the constants, one state byte per lazy value (right after it).
+//!    holding the constants, one state byte per lazy value (right after it)
+//!    and per constant whose type has a destructor.
 //! 3. **Blocks.** Each coroutine gets a block at creation: a copy of the
 //!    template ([`Locals`]). Lazy values are made on first access.
 //! 4. **One pointer.** A thread-local pointer names the current block; a

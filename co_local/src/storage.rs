@@ -543,7 +543,7 @@ pub(crate) fn try_with<T: 'static, R>(
 pub(crate) fn with<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) -> R) -> R {
     let value = match find(key, None) {
         Ok(value) => value,
-        Err(err) => crate::key::panic_access_error(err),
+        Err(err) => crate::key::panic_access_error(key.decl.name(), err),
     };
     // SAFETY: see `value_ref`.
     f(unsafe { value_ref(value) })
@@ -581,7 +581,7 @@ fn initialize_with_slow<T: 'static, R>(
     let mut init = Some(init);
     let value = match find(key, Some(&mut init)) {
         Ok(value) => value,
-        Err(err) => crate::key::panic_access_error(err),
+        Err(err) => crate::key::panic_access_error(key.decl.name(), err),
     };
     // SAFETY: see `value_ref`.
     f(init, unsafe { value_ref(value) })
@@ -617,6 +617,29 @@ pub struct RawBlock(*mut u8);
 impl RawBlock {
     /// The thread's own block, used by code outside every coroutine.
     pub const THREAD: RawBlock = RawBlock(ptr::null_mut());
+
+    /// The block current on this thread now, read without changing it: the
+    /// block of the running coroutine or entered [`Locals`](crate::Locals),
+    /// else the thread's own block ([`RawBlock::THREAD`] until it is made by
+    /// a first access, then its address).
+    ///
+    /// It only loads a thread-local pointer, so it is also fine in a signal
+    /// handler.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use co_local::{Locals, RawBlock};
+    ///
+    /// let mut block = Locals::new();
+    /// let raw = block.as_raw();
+    /// let outside = RawBlock::current();
+    /// block.enter(|| assert_eq!(RawBlock::current(), raw));
+    /// assert_eq!(RawBlock::current(), outside);
+    /// ```
+    pub fn current() -> RawBlock {
+        RawBlock(CURRENT.get())
+    }
 
     pub(crate) fn from_block(block: &Block) -> RawBlock {
         RawBlock(block.as_ptr())

@@ -90,15 +90,16 @@ fn generated_doc(ty: &Type, is_const: bool) -> String {
     );
     match last_segment(ty).as_deref() {
         Some("Cell") => accessors.push_str(
-            ", and for this `Cell`: [`get`](co_local::LocalKey::get), \
-             [`set`](co_local::LocalKey::set), [`take`](co_local::LocalKey::take), \
-             [`replace`](co_local::LocalKey::replace)",
+            ", and for this `Cell`: [`set`](co_local::LocalKey::set), \
+             [`replace`](co_local::LocalKey::replace), [`get`](co_local::LocalKey::get) \
+             (if the content is `Copy`), [`take`](co_local::LocalKey::take) \
+             (if it is `Default`)",
         ),
         Some("RefCell") => accessors.push_str(
             ", and for this `RefCell`: [`with_borrow`](co_local::LocalKey::with_borrow), \
              [`with_borrow_mut`](co_local::LocalKey::with_borrow_mut), \
-             [`set`](co_local::LocalKey::set), [`take`](co_local::LocalKey::take), \
-             [`replace`](co_local::LocalKey::replace)",
+             [`set`](co_local::LocalKey::set), [`replace`](co_local::LocalKey::replace), \
+             [`take`](co_local::LocalKey::take) (if the content is `Default`)",
         ),
         _ => {}
     }

@@ -163,3 +163,13 @@ fn a_recycled_block_is_as_good_as_new() {
         "one initialisation per block"
     );
 }
+
+#[test]
+fn keys_are_unwind_safe_like_std() {
+    // As with std's `LocalKey`, a reference to a key may cross `catch_unwind`.
+    let key = &CONST_COUNTER;
+    let got = std::panic::catch_unwind(|| key.get());
+    assert_eq!(got.ok(), Some(CONST_COUNTER.get()));
+    fn assert_unwind_safe<T: std::panic::UnwindSafe + std::panic::RefUnwindSafe>(_: &T) {}
+    assert_unwind_safe(&NAMES);
+}

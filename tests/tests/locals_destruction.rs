@@ -311,7 +311,8 @@ fn with_panics_with_a_clear_message_on_a_destroyed_value() {
     drop(block);
     let msg = PROBE_MSG.take();
     assert!(
-        msg.contains("cannot access a coroutine-local value during or after destruction"),
+        msg.contains("cannot access a coroutine-local value during or after destruction")
+            && msg.contains("`PROBE`"),
         "{msg}"
     );
 }
