@@ -180,6 +180,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// assert!(matches!(co.resume(1), CoroutineResult::Yield(2)));
     /// assert!(matches!(co.resume(5), CoroutineResult::Return(ref s) if s == "1 5"));
     /// ```
+    #[track_caller]
     pub fn new<F>(f: F) -> Self
     where
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
@@ -212,6 +213,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// let mut deep = Coroutine::with_stack_size(16 << 20, |_: &_, n: u64| depth(n));
     /// assert_eq!(deep.resume(100_000), CoroutineResult::<(), u64>::Return(100_000));
     /// ```
+    #[track_caller]
     pub fn with_stack_size<F>(bytes: usize, f: F) -> Self
     where
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,

@@ -58,12 +58,29 @@
 //! Each coroutine runs on a stack with a guard page
 //! ([`context::stack::ProtectedFixedSizeStack`]) of [`DEFAULT_STACK_SIZE`]
 //! bytes, or as set with [`Coroutine::with_stack_size`]. A stack overflow hits
-//! the guard page and the process is killed by the fault (`SIGSEGV` on Unix;
-//! unlike a thread's overflow, without a message first).
+//! the guard page, and co_runtime prints "coroutine stack overflow" with the
+//! fault address and the stack's bounds and size before aborting, as std does
+//! for a thread's overflow.
 //! Finished coroutines give their stacks to a bounded per-thread pool
 //! ([`STACK_POOL_CAPACITY`] stacks, [`STACK_POOL_MAX_BYTES`] bytes), where new
 //! coroutines of the same size take them: in steady state, making a coroutine
 //! maps and unmaps nothing. [`stack_stats`] shows the pool at work.
+//!
+//! **Signal handlers.** To recognise the overflow, the first
+//! [`Coroutine::new`] installs a process-wide `SIGSEGV` and `SIGBUS` handler
+//! (with `SA_ONSTACK`, on the alternate signal stack std gives its threads).
+//! It handles only faults in the guard page of the running coroutine's stack
+//! and passes every other fault to the handler that was installed before it
+//! (std's, which reports thread overflows), or to the default action. A
+//! program that installs its own handlers for these signals (a JVM, a wasm
+//! runtime, a sanitizer) should install them after its first coroutine, and
+//! chain to the previous one likewise.
+//!
+//! **Its own coroutine-local value.** co_runtime finds the running
+//! coroutine's stack bounds in a `co_local!` static of its own, set once per
+//! coroutine, so a switch does nothing for it: every block (also plain
+//! [`co_local::Locals`]) is 24 bytes larger in a program that links
+//! co_runtime, and [`co_local::declarations`] lists it (`STACK_BOUNDS`).
 //!
 //! # Panics
 //!

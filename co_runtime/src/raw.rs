@@ -351,6 +351,7 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
     /// # Panics
     ///
     /// Panics if the stack cannot be mapped.
+    #[track_caller]
     pub(crate) fn new<F>(stack_size: usize, f: F) -> Self
     where
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,

@@ -115,10 +115,12 @@ struct Mapped(ProtectedFixedSizeStack, usize);
 
 impl Mapped {
     /// Maps a stack of `size` usable bytes (a multiple of the page size).
+    #[track_caller]
     fn map(size: usize) -> Mapped {
-        let stack = ProtectedFixedSizeStack::new(size).unwrap_or_else(|err| {
-            panic!("co_runtime: cannot map a coroutine stack of {size} bytes: {err}")
-        });
+        let stack = match ProtectedFixedSizeStack::new(size) {
+            Ok(stack) => stack,
+            Err(err) => panic!("co_runtime: cannot map a coroutine stack of {size} bytes: {err}"),
+        };
         debug_assert_eq!(stack.len(), size);
         PROCESS_MAPPED.fetch_add(1, Ordering::Relaxed);
         let valgrind_id = valgrind_stack_register(stack.bottom() as usize, stack.top() as usize);
@@ -191,13 +193,14 @@ std::thread_local! {
 
 /// The usable size of the stack used for a request of `bytes`: rounded up to
 /// whole pages, at least one.
+#[track_caller]
 fn rounded_size(bytes: usize) -> usize {
     // `context` never maps less than its minimum, which is one page.
     let page = Stack::min_size();
-    bytes
-        .max(1)
-        .checked_next_multiple_of(page)
-        .unwrap_or_else(|| panic!("co_runtime: a stack of {bytes} bytes is too large"))
+    match bytes.max(1).checked_next_multiple_of(page) {
+        Some(size) => size,
+        None => panic!("co_runtime: a stack of {bytes} bytes is too large"),
+    }
 }
 
 /// A coroutine's stack: taken from this thread's pool (or mapped) when the
@@ -215,6 +218,7 @@ impl PooledStack {
     ///
     /// Panics if a new stack cannot be mapped (the size exceeds the system's
     /// limit, or the address space is exhausted).
+    #[track_caller]
     pub(crate) fn new(bytes: usize) -> PooledStack {
         let size = rounded_size(bytes);
         let pooled = POOL
@@ -228,9 +232,13 @@ impl PooledStack {
             })
             .ok()
             .flatten();
-        PooledStack {
-            stack: Some(pooled.unwrap_or_else(|| Mapped::map(size))),
-        }
+        // A `match`, not `unwrap_or_else`: a closure would lose the caller's
+        // location for `map`'s panic.
+        let stack = match pooled {
+            Some(stack) => stack,
+            None => Mapped::map(size),
+        };
+        PooledStack { stack: Some(stack) }
     }
 }
 

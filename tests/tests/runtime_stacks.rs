@@ -234,3 +234,32 @@ fn the_pool_keeps_a_bounded_number_of_stacks() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn an_impossible_stack_size_panics_at_the_caller() {
+    use std::sync::{Arc, Mutex};
+    // Record where the panic of this test's thread is reported; other threads'
+    // panics go to the previous hook.
+    let seen: Arc<Mutex<Option<String>>> = Arc::default();
+    let previous = Arc::new(std::panic::take_hook());
+    {
+        let (seen, previous) = (seen.clone(), previous.clone());
+        let me = std::thread::current().id();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().id() == me {
+                *seen.lock().unwrap() = info.location().map(|l| l.file().to_string());
+            } else {
+                previous(info);
+            }
+        }));
+    }
+    let err = co_local_tests::catch(|| {
+        Coroutine::with_stack_size(usize::MAX, |_: &Yielder<(), ()>, ()| {});
+    })
+    .unwrap_err();
+    let _ = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    assert!(co_local_tests::message(&*err).contains("too large"));
+    let file = seen.lock().unwrap().clone().unwrap();
+    assert!(file.ends_with("runtime_stacks.rs"), "reported at {file}");
+}

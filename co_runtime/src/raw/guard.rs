@@ -26,15 +26,14 @@
 //! restores the default action so the fault kills the process as usual.
 //!
 //! The read is async-signal-safe: it only loads memory. The handler looks
-//! only if a block other than the thread's own is current (the thread's own
-//! may not be made yet, and making it allocates). So an overflow inside a
+//! only if the current-block pointer is set (`RawBlock::current()` is not
+//! `RawBlock::THREAD`): otherwise the access would make the thread's own
+//! block, which allocates. So an overflow inside a
 //! `Locals` entered within a coroutine is not recognised (that block has no
 //! bounds): it ends as a plain `SIGSEGV`.
 
 use core::cell::Cell;
 use std::sync::Once;
-
-use co_local::RawBlock;
 
 /// The bounds of a coroutine's stack: guard page `guard..bottom`, usable
 /// `bottom..top`. All zero outside coroutines.
@@ -59,17 +58,6 @@ pub(crate) fn install_overflow_handler() {
     INSTALL.call_once(imp::install);
 }
 
-/// The block current on this thread, read without changing it.
-fn current_block() -> RawBlock {
-    // SAFETY: swapping in the thread's own block and straight back restores
-    // exactly what was current; nothing runs in between.
-    unsafe {
-        let current = co_local::swap_current(RawBlock::THREAD);
-        co_local::swap_current(current);
-        current
-    }
-}
-
 #[cfg(unix)]
 mod imp {
     use core::mem::MaybeUninit;
@@ -78,7 +66,7 @@ mod imp {
 
     use co_local::RawBlock;
 
-    use super::{current_block, StackBounds, STACK_BOUNDS};
+    use super::{StackBounds, STACK_BOUNDS};
 
     /// The actions installed before ours, for `SIGSEGV` and `SIGBUS`.
     static PREVIOUS_SEGV: AtomicPtr<libc::sigaction> = AtomicPtr::new(ptr::null_mut());
@@ -125,7 +113,7 @@ mod imp {
         // SAFETY: the kernel passes a valid `siginfo_t` to a `SA_SIGINFO`
         // handler; for SIGSEGV and SIGBUS `si_addr` is the faulting address.
         let fault = unsafe { (*info).si_addr() } as usize;
-        if current_block() != RawBlock::THREAD {
+        if RawBlock::current() != RawBlock::THREAD {
             // A coroutine's (or an entered `Locals`') block is current: the
             // access is its fast path, plain loads (a constant `Cell`, no
             // initialisation, no allocation).
