@@ -58,8 +58,16 @@ pub fn max_map_count() -> Option<usize> {
 pub fn raise_max_map_count(want: usize) -> Option<usize> {
     let now = max_map_count()?;
     if now < want {
-        // Fails without root: then the caller measures what fits.
-        let _ = std::fs::write("/proc/sys/vm/max_map_count", want.to_string());
+        // Fails without root: then the caller measures what fits. Say so
+        // either way: this changes a setting of the whole machine.
+        match std::fs::write("/proc/sys/vm/max_map_count", want.to_string()) {
+            Ok(()) => eprintln!(
+                "note: raised vm.max_map_count from {now} to {want} for the live-coroutine cases"
+            ),
+            Err(err) => eprintln!(
+                "note: vm.max_map_count is {now} and could not be raised to {want}: {err}"
+            ),
+        }
     }
     max_map_count()
 }
