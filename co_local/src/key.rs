@@ -48,7 +48,8 @@ use crate::storage;
 ///
 /// The order in which one block's values are destroyed is unspecified (today:
 /// constants with a destructor, then lazy values, each in registry order);
-/// don't rely on it.
+/// don't rely on it. As in std, a destructor that reaches its own key gets
+/// [`AccessError`].
 ///
 /// # Single-thread Synchronization
 ///

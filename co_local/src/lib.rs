@@ -32,8 +32,7 @@
 //!    binary are collected at link time: no registration call, no key limit.
 //! 2. **Layout.** On first use, the registry is laid out once, like
 //!    `.tdata`/`.tbss` for `__thread`: an offset per value, a template image
-//!    holding the constants, one state byte per lazy value (right after it)
-//!    and per constant whose type has a destructor.
+//!    holding the constants, one state byte per lazy value (right after it).
 //! 3. **Blocks.** Each coroutine gets a block at creation: a copy of the
 //!    template ([`Locals`]). Lazy values are made on first access.
 //! 4. **One pointer.** A thread-local pointer names the current block; a
@@ -133,8 +132,8 @@ pub fn declarations() -> &'static [Declaration] {
 }
 
 /// The bytes one block takes: the header, every value with its alignment
-/// padding, and one state byte per lazy value (and per constant with a
-/// destructor). Each coroutine costs one block, allocated once at creation.
+/// padding, and one state byte per lazy value. Each coroutine costs one
+/// block, allocated once at creation (and recycled per thread).
 pub fn block_size() -> usize {
     storage::layout().size()
 }

@@ -103,11 +103,11 @@ impl Declaration {
         self.needs_drop
     }
 
-    /// Whether the value carries a state byte in each block: lazy values
-    /// (uninitialised / alive / destroyed) and constants with a destructor
-    /// (alive / destroyed).
+    /// Whether the value carries a state byte in each block (not made /
+    /// alive / destroyed): lazy values only. A constant is alive from the
+    /// block's creation until its destruction, which the block's header tracks.
     pub(crate) fn has_state(&self) -> bool {
-        self.lazy || self.needs_drop
+        self.lazy
     }
 
     pub(crate) fn shape(&self) -> Shape {

@@ -98,12 +98,16 @@ struct Header {
     /// Lazy values made in this block. While it is zero, the lazy region is
     /// clean (every state byte `UNINIT`) and destruction skips it.
     lazy_made: Cell<usize>,
+    /// Constants with a destructor whose destruction has started, in the
+    /// order of `Layout::const_drops`: while the block is dying, the constant
+    /// at index `i` is destroyed if `i < consts_dropped`. Constants need no
+    /// state byte of their own.
+    consts_dropped: Cell<usize>,
 }
 
 /// A constant whose type has drop glue: blocks destroy it.
 struct ConstDrop {
     value: usize,
-    state: usize,
     ops: &'static dyn ErasedKey,
 }
 
@@ -125,8 +129,7 @@ struct Lazy {
 pub(crate) struct Layout {
     size: usize,
     align: usize,
-    /// The image of the prefix: zeroed header, constants in place (state
-    /// `ALIVE` where they have a destructor).
+    /// The image of the prefix: zeroed header, constants in place.
     prefix: Box<[MaybeUninit<u8>]>,
     const_drops: Vec<ConstDrop>,
     lazies: Vec<Lazy>,
@@ -179,11 +182,8 @@ impl Layout {
             // SAFETY: `plan` keeps `value + size` within the prefix.
             unsafe { decl.ops.write_const(prefix.as_mut_ptr().add(value).cast()) };
             if decl.needs_drop() {
-                let state = value + decl.size();
-                prefix[state] = MaybeUninit::new(ALIVE);
                 const_drops.push(ConstDrop {
                     value,
-                    state,
                     ops: decl.ops,
                 });
             }
@@ -299,19 +299,12 @@ impl Drop for Block {
         let header = unsafe { &*base.cast::<Header>() };
         header.destroying.set(true);
         let mut first_panic = None;
-        let mut destroy = |value: usize, state: usize, ops: &dyn ErasedKey| {
-            // SAFETY: `state` is within the block (the plan).
-            let state = unsafe { base.add(state) };
-            // SAFETY: `state` points into this live block.
-            if unsafe { *state } != ALIVE {
-                return;
-            }
-            // SAFETY: as above. Marking it first makes accesses from the
-            // destructor (its own key included) see it as destroyed.
-            unsafe { *state = DESTROYED };
+        // Drops the value at `value`, which is alive and marked destroyed
+        // (so no access reaches it again, its own key's included).
+        let mut destroy = |value: usize, ops: &dyn ErasedKey| {
             let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                // SAFETY: the value was alive and is now marked destroyed, so
-                // no access reaches it again; the offset is aligned.
+                // SAFETY: the caller marked the alive value destroyed; the
+                // offset is aligned and inside the block (the plan).
                 unsafe { ops.drop_value(base.add(value)) }
             }));
             if let Err(payload) = result {
@@ -319,13 +312,22 @@ impl Drop for Block {
             }
         };
         enter(base, || {
-            for c in &layout.const_drops {
-                destroy(c.value, c.state, c.ops);
+            for (index, c) in layout.const_drops.iter().enumerate() {
+                // Constants are alive until this point: marking this one (and
+                // those before it) destroyed is moving the cursor past it.
+                header.consts_dropped.set(index + 1);
+                destroy(c.value, c.ops);
             }
             if header.lazy_made.get() > 0 {
                 for lazy in &layout.lazies {
-                    if let Some(ops) = lazy.drop {
-                        destroy(lazy.value, lazy.state, ops);
+                    let Some(ops) = lazy.drop else { continue };
+                    // SAFETY: the state byte is within the block (the plan).
+                    let state = unsafe { base.add(lazy.state) };
+                    // SAFETY: `state` points into this live block.
+                    if unsafe { *state } == ALIVE {
+                        // SAFETY: as above.
+                        unsafe { *state = DESTROYED };
+                        destroy(lazy.value, ops);
                     }
                 }
             }
@@ -394,13 +396,13 @@ std::thread_local! {
 }
 
 /// Makes the thread's own block current, making it first if needed.
-fn thread_block() -> Result<*mut u8, AccessError> {
+fn thread_block() -> Result<NonNull<u8>, AccessError> {
     let base = THREAD_BLOCK
-        .try_with(|b| b.0.as_ref().map(Block::as_ptr))
+        .try_with(|b| b.0.as_ref().map(|b| b.base))
         .ok()
         .flatten()
         .ok_or(AccessError::new())?;
-    CURRENT.set(base);
+    CURRENT.set(base.as_ptr());
     Ok(base)
 }
 
@@ -412,10 +414,16 @@ fn fast_path<T: 'static>(key: &'static LocalKey<T>) -> Option<(NonNull<u8>, usiz
     let base = NonNull::new(CURRENT.get())?;
     // SAFETY: `CURRENT` is non-null, so this thread has the layout (`Slot`).
     let offset = unsafe { key.decl.offset.get() };
-    if key.lazy || needs_drop::<T>() {
+    if key.lazy {
         // SAFETY: `base` is a live block (the invariant of `CURRENT`), and
         // the plan puts the state byte right after the value, inside it.
         if unsafe { *base.as_ptr().add(offset + size_of::<T>()) } != ALIVE {
+            return None;
+        }
+    } else if needs_drop::<T>() {
+        // A constant with a destructor is alive unless its block is dying.
+        // SAFETY: the header is at the start of the live block.
+        if unsafe { base.cast::<Header>().as_ref() }.destroying.get() {
             return None;
         }
     }
@@ -431,35 +439,52 @@ fn value_at<T>((base, offset): (NonNull<u8>, usize)) -> NonNull<T> {
 
 /// Everything the fast path does not handle: makes the thread's block, makes
 /// a lazy value (from `preset` instead of the initialiser if given), or
-/// reports a value being or already destroyed. On `Ok`, the fast path finds
-/// the value.
+/// reports a value being or already destroyed.
+///
+/// `Ok(None)`: the fast path now finds the value. `Ok(Some(found))`: the
+/// value is alive but only the slow path can tell: a constant with a
+/// destructor in a dying block, not destroyed yet.
 #[cold]
 #[inline(never)]
 fn slow_path<T: 'static>(
     key: &'static LocalKey<T>,
     preset: Option<&mut Option<T>>,
-) -> Result<(), AccessError> {
-    let mut base = CURRENT.get();
-    if base.is_null() {
-        base = thread_block()?;
-    }
+) -> Result<Option<(NonNull<u8>, usize)>, AccessError> {
+    let base = match NonNull::new(CURRENT.get()) {
+        Some(base) => base,
+        None => thread_block()?,
+    };
     // SAFETY: `CURRENT` is non-null now, so this thread has the layout.
     let offset = unsafe { key.decl.offset.get() };
-    // SAFETY: as in `fast_path`.
-    let value = unsafe { base.add(offset) }.cast::<T>();
-    if !(key.lazy || needs_drop::<T>()) {
-        return Ok(());
+    // SAFETY: the header is at the start of the live block.
+    let header = unsafe { base.cast::<Header>().as_ref() };
+    if !key.lazy {
+        if !needs_drop::<T>() || !header.destroying.get() {
+            return Ok(None);
+        }
+        // The block is dying: the constant is destroyed if the cursor of
+        // `Block::drop` has reached it.
+        let index = layout()
+            .const_drops
+            .iter()
+            .position(|c| c.value == offset)
+            .expect("co_local: a constant with a destructor is missing from the layout");
+        return if index < header.consts_dropped.get() {
+            Err(AccessError::new())
+        } else {
+            Ok(Some((base, offset)))
+        };
     }
+    // SAFETY: as in `fast_path`.
+    let value = unsafe { base.as_ptr().add(offset) }.cast::<T>();
     // SAFETY: the state byte follows the value.
     let state = unsafe { value.cast::<u8>().add(size_of::<T>()) };
     // SAFETY: `state` is in the live block.
     match unsafe { *state } {
-        ALIVE => return Ok(()),
-        UNINIT if key.lazy => {}
+        ALIVE => return Ok(None),
+        UNINIT => {}
         _ => return Err(AccessError::new()),
     }
-    // SAFETY: the header is at the start of the live block.
-    let header = unsafe { &*base.cast::<Header>() };
     if header.destroying.get() {
         return Err(AccessError::new());
     }
@@ -490,7 +515,7 @@ fn slow_path<T: 'static>(
             return Err(AccessError::new());
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Finds the current block's value of `key`, making it reachable first if
@@ -507,13 +532,15 @@ fn find<T: 'static>(
 ) -> Result<NonNull<T>, AccessError> {
     let found = match fast_path(key) {
         Some(found) => found,
-        None => {
-            slow_path(key, preset)?;
-            match fast_path(key) {
+        None => match slow_path(key, preset)? {
+            // Only for a constant with a destructor (a compile-time fact: the
+            // arm is gone for every other key, which keeps the shared checks).
+            Some(found) if !key.lazy && needs_drop::<T>() => found,
+            _ => match fast_path(key) {
                 Some(found) => found,
                 None => unreachable_after_slow_path(),
-            }
-        }
+            },
+        },
     };
     Ok(value_at(found))
 }

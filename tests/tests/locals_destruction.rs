@@ -316,3 +316,58 @@ fn with_panics_with_a_clear_message_on_a_destroyed_value() {
         "{msg}"
     );
 }
+
+// --- `circular` again, for constants with a destructor: they carry no state
+// byte; while their block dies, its header says which are destroyed. ---
+
+struct ConstCircular1;
+struct ConstCircular2;
+std::thread_local! {
+    static CONST_CIRCULAR_LOG: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+}
+co_local! {
+    static C1: RefCell<Option<ConstCircular1>> = const { RefCell::new(None) };
+    static C2: RefCell<Option<ConstCircular2>> = const { RefCell::new(None) };
+}
+impl Drop for ConstCircular1 {
+    fn drop(&mut self) {
+        let log = match C2.try_with(|c2| c2.borrow().is_some()) {
+            Ok(true) => "1 saw 2 alive",
+            Ok(false) => "1 saw 2 empty",
+            Err(_) => "1 saw 2 destroyed",
+        };
+        assert!(C1.try_with(|_| ()).is_err(), "its own key is destroyed");
+        CONST_CIRCULAR_LOG.with_borrow_mut(|l| l.push(log));
+    }
+}
+impl Drop for ConstCircular2 {
+    fn drop(&mut self) {
+        let log = match C1.try_with(|c1| c1.borrow().is_some()) {
+            Ok(true) => "2 saw 1 alive",
+            Ok(false) => "2 saw 1 empty",
+            Err(_) => "2 saw 1 destroyed",
+        };
+        assert!(C2.try_with(|_| ()).is_err(), "its own key is destroyed");
+        CONST_CIRCULAR_LOG.with_borrow_mut(|l| l.push(log));
+    }
+}
+
+#[test]
+fn circular_destructors_of_constants_see_each_other_alive_then_destroyed() {
+    CONST_CIRCULAR_LOG.with_borrow_mut(Vec::clear);
+    for _ in 0..3 {
+        // Also checks that a recycled block's constants are alive again.
+        let mut block = Locals::new();
+        block.enter(|| {
+            C1.set(Some(ConstCircular1));
+            C2.set(Some(ConstCircular2));
+        });
+        drop(block);
+        let log = CONST_CIRCULAR_LOG.take();
+        assert!(
+            log == ["1 saw 2 alive", "2 saw 1 destroyed"]
+                || log == ["2 saw 1 alive", "1 saw 2 destroyed"],
+            "{log:?}"
+        );
+    }
+}
