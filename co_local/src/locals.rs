@@ -2,16 +2,23 @@
 
 use core::fmt;
 
-use crate::storage::{self, Block, RawBlock};
+use crate::storage::{self, Block, RawBlock, Resume};
 
 /// One block of coroutine-local storage: a copy of every value declared with
 /// [`co_local!`](crate::co_local) in the binary.
 ///
 /// A coroutine runtime gives each coroutine one `Locals` (`co_runtime` does),
 /// and makes it current while the coroutine runs. Any other runtime can do
-/// the same: hold one `Locals` per task and [`enter`](Locals::enter) it while
-/// the task runs, or, for stackful switching, use
-/// [`swap_current`](crate::swap_current).
+/// the same: hold one `Locals` per task, and
+///
+/// - for a stackful coroutine of another library (corosensei, generator, a
+///   fiber), wrap each switch into it in [`resume`](Locals::resume):
+///   `locals.resume(|| co.resume(input))`. The coroutine may suspend in the
+///   middle of an `enter` of its own, or inside a `with`; `resume` remembers
+///   what it left current and gives it back on the next switch;
+/// - for code that runs to completion without switching stacks (a callback,
+///   a poll of a future that does not hold references across `.await`),
+///   [`enter`](Locals::enter) is enough.
 ///
 /// Making a block costs one allocation and a copy of the template (constants
 /// in place, lazy values marked not made); see
@@ -43,14 +50,15 @@ use crate::storage::{self, Block, RawBlock};
 /// ```
 pub struct Locals {
     block: Block,
+    resume: Resume,
 }
 
 impl Locals {
     /// Makes a block: every constant in place, every lazy value not made yet.
     pub fn new() -> Locals {
-        Locals {
-            block: Block::new(),
-        }
+        let block = Block::new();
+        let resume = Resume::new(&block);
+        Locals { block, resume }
     }
 
     /// Runs `f` with this block current on this thread, and makes the
@@ -59,9 +67,66 @@ impl Locals {
         storage::enter(self.block.as_ptr(), f)
     }
 
+    /// Runs `f`, which switches into a stackful coroutine of another library,
+    /// with the block that coroutine had current when it last suspended (at
+    /// first, this block), and makes the caller's block current again
+    /// afterwards, also if `f` panics.
+    ///
+    /// Around each switch into the coroutine: `locals.resume(|| co.resume(x))`.
+    /// When `f` returns, whatever is current is remembered for the next
+    /// `resume`: the coroutine may have suspended inside an
+    /// [`enter`](Locals::enter) of its own, whose block must be current again
+    /// when it goes on. If that block has been dropped since (the coroutine
+    /// was unwound outside `resume`), this block is used instead.
+    ///
+    /// Dropping the coroutine unwinds its stack in most libraries: do it
+    /// inside `resume` too (`locals.resume(|| drop(co))`) so that destructors
+    /// on its stack see its values. Dropping it outside, or dropping this
+    /// `Locals` first, is sound as well: a value still referenced from the
+    /// suspended stack is kept until the reference ends.
+    ///
+    /// The cost is that of [`enter`](Locals::enter) plus one comparison: no
+    /// work per declared value.
+    ///
+    /// # Examples
+    ///
+    /// A corosensei coroutine, wrapped so that it has values of its own:
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use co_local::{co_local, Locals};
+    /// use corosensei::{Coroutine, CoroutineResult, Yielder};
+    ///
+    /// co_local! {
+    ///     static REQUEST: Cell<u32> = const { Cell::new(0) };
+    /// }
+    ///
+    /// let mut co = Coroutine::new(|y: &Yielder<(), u32>, ()| {
+    ///     REQUEST.set(7);
+    ///     y.suspend(REQUEST.get());
+    ///     REQUEST.get() + 1
+    /// });
+    /// let mut locals = Locals::new();
+    ///
+    /// assert_eq!(locals.resume(|| co.resume(())), CoroutineResult::Yield(7));
+    /// assert_eq!(REQUEST.get(), 0); // the thread's own value
+    /// assert_eq!(locals.resume(|| co.resume(())), CoroutineResult::Return(8));
+    /// ```
+    pub fn resume<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.resume.run(f)
+    }
+
     /// A raw handle on this block, for [`swap_current`](crate::swap_current).
     pub fn as_raw(&self) -> RawBlock {
         RawBlock::from_block(&self.block)
+    }
+}
+
+impl Drop for Locals {
+    fn drop(&mut self) {
+        // The block a coroutine left current is no longer remembered; the
+        // block itself is dropped next, as a field.
+        self.resume.forget();
     }
 }
 

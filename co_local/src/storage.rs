@@ -8,12 +8,31 @@
 //!   [`Slot`] once, and the image of the constants copied into every block;
 //! - [`Block`]: one allocation of that layout, its destruction, and a
 //!   per-thread pool of clean blocks for reuse;
+//! - the pins that keep a block alive while something other than its owner
+//!   can still reach it, and the switches (`enter`, `resume`) that take them;
 //! - the access path used by [`LocalKey`]: read `CURRENT`, add the offset,
 //!   check the state byte for values that have one.
 //!
-//! A block is `[Header | values...]`. A value with a state byte (lazy values,
-//! and constants whose type has a destructor) has it right after the value,
-//! so one offset finds both.
+//! A block is `[Header | plain constants | values with a state byte | made
+//! bitmap]`. A value with a state byte (a lazy value, or a constant whose
+//! type has drop glue) has it right after the value, so one offset finds
+//! both; its bit in the bitmap says it was made in this block, so that
+//! destroying and cleaning the block costs what the block used, not what
+//! the binary declares.
+//!
+//! # Who may reach a block
+//!
+//! A block's owner (a [`Locals`](crate::Locals), or the thread for its own
+//! block) drops it. Other things may still name it then, because another
+//! library's coroutine can switch stacks in the middle of any scope: a
+//! pending restore of an `enter` or `resume` on some stack, the block a
+//! `resume` remembered for its coroutine, a reference handed to a `with`
+//! closure that is suspended, a lazy initialiser that is running. Each of
+//! those holds a *pin* (`Header::refs`). A block dropped while pinned is
+//! *orphaned*: nothing in it is destroyed or freed; a restore that finds it
+//! orphaned makes the thread's own block current instead; the last unpin
+//! destroys its values and frees it. `CURRENT` itself holds no pin: the
+//! owner's drop resets it to the thread's block if it names the block.
 
 use core::cell::{Cell, RefCell, UnsafeCell};
 use core::mem::{align_of, needs_drop, size_of, MaybeUninit};
@@ -25,17 +44,21 @@ use std::sync::OnceLock;
 use crate::key::{AccessError, LocalKey};
 use crate::registry::{self, Declaration};
 
-/// State byte of a lazy value that has not been made in this block.
+/// State byte of a value that has not been made in this block.
 pub(crate) const UNINIT: u8 = 0;
 /// State byte of a value that is alive.
 pub(crate) const ALIVE: u8 = 1;
 /// State byte of a value that is being or has been destroyed.
 pub(crate) const DESTROYED: u8 = 2;
 
-/// The offset of a declaration's value in every block.
-pub struct Slot(UnsafeCell<usize>);
+/// Where a declaration's value is in every block: its offset, and, for a
+/// value with a state byte, its index in the made bitmap.
+pub struct Slot {
+    offset: UnsafeCell<usize>,
+    index: UnsafeCell<usize>,
+}
 
-// SAFETY: the offset is written exactly once, in `Layout::build`, which runs
+// SAFETY: the slot is written exactly once, in `Layout::build`, which runs
 // inside the `OnceLock` initialiser before the layout is published. It is read
 // only by threads that have obtained the published layout (an acquire through
 // `OnceLock`): `Layout::build` itself, and the access path, which reads it only
@@ -46,17 +69,28 @@ unsafe impl Sync for Slot {}
 
 impl Slot {
     pub(crate) const fn new() -> Slot {
-        Slot(UnsafeCell::new(0))
+        Slot {
+            offset: UnsafeCell::new(0),
+            index: UnsafeCell::new(0),
+        }
     }
 
     /// # Safety
     ///
     /// The layout must have been obtained on this thread (see `impl Sync`).
     #[inline(always)]
-    unsafe fn get(&self) -> usize {
+    unsafe fn offset(&self) -> usize {
         // SAFETY: the caller guarantees the write happened before; no write
         // happens after it.
-        unsafe { *self.0.get() }
+        unsafe { *self.offset.get() }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Slot::offset`].
+    unsafe fn index(&self) -> usize {
+        // SAFETY: as in `offset`.
+        unsafe { *self.index.get() }
     }
 }
 
@@ -93,26 +127,23 @@ impl<T: 'static> ErasedKey for LocalKey<T> {
 /// The first bytes of every block.
 #[repr(C)]
 struct Header {
-    /// Set when destruction of the block starts: no lazy value is made after.
+    /// Pins (see the module docs). Once the owner has dropped the block while
+    /// it was pinned, [`ORPHAN`] is added: the count is then negative, and
+    /// reaches exactly `ORPHAN` when the last pin goes.
+    refs: Cell<isize>,
+    /// Values with a state byte made in this block: while it is zero, the
+    /// stateful region and the bitmap are clean and destruction skips them.
+    made: Cell<usize>,
+    /// Set when destruction of the block starts: no value is made after.
     destroying: Cell<bool>,
-    /// Lazy values made in this block. While it is zero, the lazy region is
-    /// clean (every state byte `UNINIT`) and destruction skips it.
-    lazy_made: Cell<usize>,
-    /// Constants with a destructor whose destruction has started, in the
-    /// order of `Layout::const_drops`: while the block is dying, the constant
-    /// at index `i` is destroyed if `i < consts_dropped`. Constants need no
-    /// state byte of their own.
-    consts_dropped: Cell<usize>,
 }
 
-/// A constant whose type has drop glue: blocks destroy it.
-struct ConstDrop {
-    value: usize,
-    ops: &'static dyn ErasedKey,
-}
+/// Added to `Header::refs` when the owner drops a pinned block.
+const ORPHAN: isize = isize::MIN;
 
-/// A lazy value: its state byte, and how to destroy it if it has drop glue.
-struct Lazy {
+/// A value with a state byte: where it and its state are, and how to
+/// destroy it if it has drop glue.
+struct Stateful {
     value: usize,
     state: usize,
     drop: Option<&'static dyn ErasedKey>,
@@ -120,19 +151,24 @@ struct Lazy {
 
 /// The layout of every block, computed once per process.
 ///
-/// A block is two regions: the *prefix* `[Header | constants]`, copied from
-/// [`Layout::prefix`] into every new block, and the *lazy region*
-/// `[lazy values with their state bytes]`, which a block only needs clean
-/// (every state byte `UNINIT`). A fresh allocation zeroes it; a recycled
-/// block was cleaned when it was destroyed. So making a block costs the same
-/// whatever the number of lazy declarations.
+/// A block is two regions: the *prefix* `[Header | plain constants]`, copied
+/// from [`Layout::prefix`] into every new block, and the *clean region*
+/// `[values with their state bytes | made bitmap]`, which a new block only
+/// needs clean (every state byte `UNINIT`, every bit 0). A fresh allocation
+/// is zeroed; a recycled block was cleaned when it was destroyed, touching
+/// only what it had made. So making and destroying a block costs the same
+/// whatever the number of declarations it did not use.
 pub(crate) struct Layout {
     size: usize,
     align: usize,
     /// The image of the prefix: zeroed header, constants in place.
     prefix: Box<[MaybeUninit<u8>]>,
-    const_drops: Vec<ConstDrop>,
-    lazies: Vec<Lazy>,
+    /// Values with a state byte, by their index in the bitmap.
+    stateful: Vec<Stateful>,
+    /// Offset of the made bitmap (`u64` words, one bit per stateful value).
+    bitmap: usize,
+    /// Words in the bitmap.
+    words: usize,
     /// How many clean blocks each thread keeps for reuse.
     pool_max: usize,
 }
@@ -164,35 +200,45 @@ pub(crate) fn registry() -> &'static [Declaration] {
 
 impl Layout {
     fn build(decls: &'static [Declaration]) -> Layout {
-        let (consts, lazies): (Vec<&Declaration>, Vec<&Declaration>) =
-            decls.iter().partition(|d| d.is_const());
+        let (stateful, plain): (Vec<&Declaration>, Vec<&Declaration>) =
+            decls.iter().partition(|d| d.has_state());
         let shapes = |ds: &[&Declaration]| ds.iter().map(|d| d.shape()).collect::<Vec<_>>();
         let header = (size_of::<Header>(), align_of::<Header>());
-        let prefix_plan = registry::plan(header, &shapes(&consts));
-        let lazy_plan = registry::plan((prefix_plan.size, 1), &shapes(&lazies));
-        let size = lazy_plan.size.max(prefix_plan.size);
-        let align = prefix_plan.align.max(lazy_plan.align);
+        let prefix_plan = registry::plan(header, &shapes(&plain));
+        let stateful_plan = registry::plan((prefix_plan.size, 1), &shapes(&stateful));
+        let words = stateful.len().div_ceil(64);
+        let bitmap = stateful_plan
+            .size
+            .checked_next_multiple_of(align_of::<u64>())
+            .unwrap_or_else(|| registry::too_large());
+        let size = words
+            .checked_mul(size_of::<u64>())
+            .and_then(|b| b.checked_add(bitmap))
+            .unwrap_or_else(|| registry::too_large());
+        let align = prefix_plan
+            .align
+            .max(stateful_plan.align)
+            .max(align_of::<u64>());
+        if alloc::Layout::from_size_align(size, align).is_err() {
+            registry::too_large();
+        }
 
         let mut prefix = vec![MaybeUninit::new(0u8); prefix_plan.size].into_boxed_slice();
-        let mut const_drops = Vec::new();
-        for (decl, &value) in consts.iter().zip(&prefix_plan.offsets) {
+        for (decl, &value) in plain.iter().zip(&prefix_plan.offsets) {
             // SAFETY: we are inside the `OnceLock` initialiser, before the
             // layout is published: no thread reads any slot yet (see `Slot`).
-            unsafe { *decl.offset.0.get() = value };
+            unsafe { *decl.offset.offset.get() = value };
             // SAFETY: `plan` keeps `value + size` within the prefix.
             unsafe { decl.ops.write_const(prefix.as_mut_ptr().add(value).cast()) };
-            if decl.needs_drop() {
-                const_drops.push(ConstDrop {
-                    value,
-                    ops: decl.ops,
-                });
-            }
         }
-        let mut lazy_entries = Vec::with_capacity(lazies.len());
-        for (decl, &value) in lazies.iter().zip(&lazy_plan.offsets) {
+        let mut entries = Vec::with_capacity(stateful.len());
+        for (index, (decl, &value)) in stateful.iter().zip(&stateful_plan.offsets).enumerate() {
             // SAFETY: as above.
-            unsafe { *decl.offset.0.get() = value };
-            lazy_entries.push(Lazy {
+            unsafe {
+                *decl.offset.offset.get() = value;
+                *decl.offset.index.get() = index;
+            }
+            entries.push(Stateful {
                 value,
                 state: value + decl.size(),
                 drop: decl.needs_drop().then_some(decl.ops),
@@ -202,8 +248,9 @@ impl Layout {
             size,
             align,
             prefix,
-            const_drops,
-            lazies: lazy_entries,
+            stateful: entries,
+            bitmap,
+            words,
             pool_max: (POOL_BYTES / size).clamp(1, POOL_BLOCKS),
         }
     }
@@ -215,7 +262,7 @@ impl Layout {
 
     fn alloc_layout(&self) -> alloc::Layout {
         alloc::Layout::from_size_align(self.size, self.align)
-            .expect("co_local: block layout is too large")
+            .unwrap_or_else(|_| registry::too_large())
     }
 }
 
@@ -225,7 +272,7 @@ std::thread_local! {
     static CURRENT: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
 }
 
-/// Clean blocks of this thread, ready for reuse: the lazy region is clean,
+/// Clean blocks of this thread, ready for reuse: the clean region is clean,
 /// the prefix is copied anew when one is taken. Freed at thread exit.
 struct Pool(RefCell<Vec<NonNull<u8>>>);
 
@@ -244,6 +291,73 @@ std::thread_local! {
     static POOL: Pool = const { Pool(RefCell::new(Vec::new())) };
 }
 
+/// The header of the block at `base`.
+///
+/// # Safety
+///
+/// `base` must be a block that is not freed: owned, or orphaned and pinned.
+#[inline(always)]
+unsafe fn header<'a>(base: *mut u8) -> &'a Header {
+    // SAFETY: the header is at offset 0 of the block, aligned (the block's
+    // alignment is at least the header's), and only ever shared.
+    unsafe { &*base.cast::<Header>() }
+}
+
+/// Takes a pin on the block at `base`.
+///
+/// # Safety
+///
+/// `base` must be a block that is not freed.
+#[inline(always)]
+unsafe fn pin(base: *mut u8) {
+    // SAFETY: the caller's guarantee.
+    let refs = unsafe { &header(base).refs };
+    refs.set(refs.get() + 1);
+}
+
+/// Gives back a pin on the block at `base`; `false` if the block has been
+/// orphaned (its owner dropped it). The last pin of an orphaned block
+/// destroys and frees it.
+///
+/// # Safety
+///
+/// `base` must be a block on which the caller holds a pin.
+#[inline(always)]
+unsafe fn unpin(base: *mut u8) -> bool {
+    // SAFETY: pinned, so not freed.
+    let refs = unsafe { &header(base).refs };
+    let left = refs.get() - 1;
+    refs.set(left);
+    if left >= 0 {
+        return true;
+    }
+    if left == ORPHAN {
+        // SAFETY: the owner is gone and this was the last pin.
+        unsafe { finish_orphan(base) };
+    }
+    false
+}
+
+/// Destroys and frees an orphaned block whose last pin is gone.
+///
+/// # Safety
+///
+/// `base` must be an orphaned block with no pin left.
+#[cold]
+#[inline(never)]
+unsafe fn finish_orphan(base: *mut u8) {
+    // SAFETY: the caller's guarantee: nothing refers to the block any more.
+    let panic = unsafe {
+        header(base).refs.set(0);
+        destroy(base)
+    };
+    if let Some(payload) = panic {
+        if !std::thread::panicking() {
+            panic::resume_unwind(payload);
+        }
+    }
+}
+
 /// One block: an allocation of the layout, owned.
 pub(crate) struct Block {
     base: NonNull<u8>,
@@ -257,15 +371,12 @@ impl Block {
         let recycled = POOL.try_with(|p| p.0.borrow_mut().pop()).ok().flatten();
         let base = recycled.unwrap_or_else(|| {
             let alloc_layout = layout.alloc_layout();
-            // SAFETY: `alloc_layout` has a non-zero size (the header).
-            let base = unsafe { alloc::alloc(alloc_layout) };
+            // SAFETY: `alloc_layout` has a non-zero size (the header). Zeroed:
+            // every state byte `UNINIT`, every bitmap bit 0.
+            let base = unsafe { alloc::alloc_zeroed(alloc_layout) };
             let Some(base) = NonNull::new(base) else {
                 handle_alloc_error(alloc_layout)
             };
-            let lazy_start = layout.prefix.len();
-            // SAFETY: the lazy region `lazy_start..size` is inside the new
-            // allocation; zeroing it makes every state byte `UNINIT`.
-            unsafe { ptr::write_bytes(base.as_ptr().add(lazy_start), 0, layout.size - lazy_start) };
             base
         });
         // SAFETY: the prefix is shorter than a block, the image is a separate
@@ -286,81 +397,170 @@ impl Block {
 }
 
 impl Drop for Block {
-    /// Destroys every alive value with a destructor, with this block current,
-    /// then cleans the block and gives it to the pool (or frees it). A
-    /// panicking destructor does not stop the others; the first panic is
-    /// resumed once the block is released (unless the thread is already
-    /// unwinding: the panic hook has reported it).
+    /// Destroys every value made in the block, with the block current, then
+    /// cleans it and gives it to the pool (or frees it); if something may
+    /// still reach it, orphans it instead (see the module docs). A panicking
+    /// destructor does not stop the others; the first panic is resumed once
+    /// the block is released (unless the thread is already unwinding: the
+    /// panic hook has reported it).
     fn drop(&mut self) {
         let base = self.base.as_ptr();
-        let layout = layout();
-        // SAFETY: `base` is a live block; the header is at offset 0, aligned
-        // (the block's alignment is at least the header's).
-        let header = unsafe { &*base.cast::<Header>() };
-        header.destroying.set(true);
-        let mut first_panic = None;
-        // Drops the value at `value`, which is alive and marked destroyed
-        // (so no access reaches it again, its own key's included).
-        let mut destroy = |value: usize, ops: &dyn ErasedKey| {
-            let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                // SAFETY: the caller marked the alive value destroyed; the
-                // offset is aligned and inside the block (the plan).
-                unsafe { ops.drop_value(base.add(value)) }
-            }));
-            if let Err(payload) = result {
-                first_panic.get_or_insert(payload);
-            }
-        };
-        enter(base, || {
-            for (index, c) in layout.const_drops.iter().enumerate() {
-                // Constants are alive until this point: marking this one (and
-                // those before it) destroyed is moving the cursor past it.
-                header.consts_dropped.set(index + 1);
-                destroy(c.value, c.ops);
-            }
-            if header.lazy_made.get() > 0 {
-                for lazy in &layout.lazies {
-                    let Some(ops) = lazy.drop else { continue };
-                    // SAFETY: the state byte is within the block (the plan).
-                    let state = unsafe { base.add(lazy.state) };
-                    // SAFETY: `state` points into this live block.
-                    if unsafe { *state } == ALIVE {
-                        // SAFETY: as above.
-                        unsafe { *state = DESTROYED };
-                        destroy(lazy.value, ops);
-                    }
-                }
-            }
-        });
-        if header.lazy_made.get() > 0 {
-            for lazy in &layout.lazies {
-                // SAFETY: the state byte is in the block; every value is
-                // destroyed, so marking them all not made cleans the region.
-                unsafe { *base.add(lazy.state) = UNINIT };
-            }
+        if CURRENT.get() == base {
+            // Left current by a scope that did not nest (another library's
+            // coroutine switched stacks inside it): nothing will restore it.
+            CURRENT.set(ptr::null_mut());
         }
-        let pooled = POOL
-            .try_with(|p| {
-                let mut p = p.0.borrow_mut();
-                let room = p.len() < layout.pool_max;
-                if room {
-                    p.push(self.base);
-                }
-                room
-            })
-            .unwrap_or(false);
-        if !pooled {
-            // SAFETY: allocated in `Block::new` with the same layout; no
-            // access can reach it any more: it is not current, and all
-            // references into it were handed to closures that have returned.
-            unsafe { alloc::dealloc(base, layout.alloc_layout()) };
+        // SAFETY: the owner's block is not freed.
+        let header = unsafe { header(base) };
+        if header.refs.get() > 0 {
+            header.refs.set(header.refs.get() + ORPHAN);
+            return;
         }
-        if let Some(payload) = first_panic {
+        // SAFETY: no pin: nothing but this owner reaches the block.
+        let panic = unsafe { destroy(base) };
+        if let Some(payload) = panic {
             if !std::thread::panicking() {
                 panic::resume_unwind(payload);
             }
         }
     }
+}
+
+/// Destroys the values of the block at `base` (once), then cleans it and
+/// pools or frees it, unless a destructor left a pin on it: it is then
+/// orphaned, and the last unpin frees it. Returns the first destructor panic.
+///
+/// # Safety
+///
+/// `base` must be a block that nobody owns any more and that has no pin.
+unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
+    let layout = layout();
+    // SAFETY: the caller's guarantee: the block is not freed.
+    let header = unsafe { header(base) };
+    let mut first_panic = None;
+    if !header.destroying.get() {
+        header.destroying.set(true);
+        if header.made.get() > 0 {
+            enter(base, || {
+                for_each_made(base, layout, |entry| {
+                    let Some(ops) = entry.drop else { return };
+                    // SAFETY: the state byte of a value in the plan is
+                    // inside the block.
+                    let state = unsafe { base.add(entry.state) };
+                    // SAFETY: `state` is in the live block.
+                    if unsafe { *state } != ALIVE {
+                        return;
+                    }
+                    // Marked first: from now on no access reaches the value,
+                    // its own key's included.
+                    // SAFETY: as above.
+                    unsafe { *state = DESTROYED };
+                    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                        // SAFETY: the value was alive and is now marked
+                        // destroyed; the offset is aligned and in the block.
+                        unsafe { ops.drop_value(base.add(entry.value)) }
+                    }));
+                    if let Err(payload) = result {
+                        first_panic.get_or_insert(payload);
+                    }
+                });
+            });
+        }
+    }
+    if header.refs.get() > 0 {
+        // A destructor handed a reference to something that outlives it
+        // (another library's coroutine suspended inside a `with`): keep the
+        // memory until the last pin goes.
+        header.refs.set(header.refs.get() + ORPHAN);
+        return first_panic;
+    }
+    if header.made.get() > 0 {
+        // Clean what was made: state bytes back to `UNINIT`, bitmap words
+        // back to zero. Values without drop glue were never marked destroyed.
+        for_each_made(base, layout, |entry| {
+            // SAFETY: the state byte is in the block.
+            unsafe { *base.add(entry.state) = UNINIT };
+        });
+        for word in 0..layout.words {
+            // SAFETY: the bitmap's words are inside the block, aligned.
+            unsafe { *base.add(layout.bitmap).cast::<u64>().add(word) = 0 };
+        }
+        header.made.set(0);
+    }
+    let pooled = POOL
+        .try_with(|p| {
+            let mut p = p.0.borrow_mut();
+            let room = p.len() < layout.pool_max;
+            if room {
+                // SAFETY: blocks are never null.
+                p.push(unsafe { NonNull::new_unchecked(base) });
+            }
+            room
+        })
+        .unwrap_or(false);
+    if !pooled {
+        // SAFETY: allocated in `Block::new` with the same layout; nobody
+        // reaches it: no owner, no pin, and `CURRENT` does not name it.
+        unsafe { alloc::dealloc(base, layout.alloc_layout()) };
+    }
+    first_panic
+}
+
+/// Calls `f` for each value whose bit is set in the block's made bitmap, in
+/// bitmap order. Costs a word per 64 stateful declarations, plus each made
+/// value.
+fn for_each_made(base: *mut u8, layout: &Layout, mut f: impl FnMut(&Stateful)) {
+    for word in 0..layout.words {
+        // SAFETY: the bitmap's words are inside the block, aligned.
+        let mut bits = unsafe { *base.add(layout.bitmap).cast::<u64>().add(word) };
+        while bits != 0 {
+            let bit = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            f(&layout.stateful[word * 64 + bit]);
+        }
+    }
+}
+
+/// Puts back `prev` as the current block, unless it was orphaned meanwhile
+/// (the thread's own block then), and gives back the pin taken on it.
+#[inline(always)]
+fn restore(prev: *mut u8) {
+    if prev.is_null() {
+        CURRENT.set(prev);
+        return;
+    }
+    // SAFETY: the scope that saved `prev` pinned it.
+    let refs = unsafe { &header(prev).refs };
+    let left = refs.get() - 1;
+    refs.set(left);
+    if left >= 0 {
+        CURRENT.set(prev);
+    } else {
+        restore_orphan(prev, left);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn restore_orphan(prev: *mut u8, left: isize) {
+    CURRENT.set(ptr::null_mut());
+    if left == ORPHAN {
+        // SAFETY: the pin just given back was the last one.
+        unsafe { finish_orphan(prev) };
+    }
+}
+
+/// Makes `block` current, pinning the block it replaces, and returns that
+/// one for [`restore`].
+#[inline(always)]
+fn switch_to(block: *mut u8) -> *mut u8 {
+    let prev = CURRENT.replace(block);
+    if !prev.is_null() {
+        // SAFETY: `CURRENT` never names a freed block: an owner's drop resets
+        // it, and restores never put back an orphaned block.
+        unsafe { pin(prev) };
+    }
+    prev
 }
 
 /// Runs `f` with `base` as the current block, restoring the previous one
@@ -369,11 +569,95 @@ pub(crate) fn enter<R>(base: *mut u8, f: impl FnOnce() -> R) -> R {
     struct Restore(*mut u8);
     impl Drop for Restore {
         fn drop(&mut self) {
-            CURRENT.set(self.0);
+            restore(self.0);
         }
     }
-    let _restore = Restore(CURRENT.replace(base));
+    let _restore = Restore(switch_to(base));
     f()
+}
+
+/// What a [`Locals`](crate::Locals) makes current in
+/// [`resume`](crate::Locals::resume): its own block, or the block its
+/// coroutine left current when it last suspended.
+pub(crate) struct Resume {
+    own: *mut u8,
+    /// `own`, or another block, pinned, or null (the thread's own block).
+    next: *mut u8,
+}
+
+impl Resume {
+    pub(crate) fn new(own: &Block) -> Resume {
+        Resume {
+            own: own.as_ptr(),
+            next: own.as_ptr(),
+        }
+    }
+
+    /// Runs `f` with the remembered block current, then remembers what is
+    /// current when `f` ends and restores the caller's block, also on panic.
+    #[inline]
+    pub(crate) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        struct Leave<'a> {
+            resume: &'a mut Resume,
+            entered: *mut u8,
+            prev: *mut u8,
+        }
+        impl Drop for Leave<'_> {
+            #[inline(always)]
+            fn drop(&mut self) {
+                let left = CURRENT.get();
+                if left != self.entered {
+                    self.resume.remember(left);
+                }
+                restore(self.prev);
+            }
+        }
+        let mut entered = self.next;
+        if entered != self.own {
+            entered = self.check_next();
+        }
+        let prev = switch_to(entered);
+        let _leave = Leave {
+            resume: self,
+            entered,
+            prev,
+        };
+        f()
+    }
+
+    /// The remembered foreign block, or the own block if it was orphaned.
+    #[cold]
+    #[inline(never)]
+    fn check_next(&mut self) -> *mut u8 {
+        let next = self.next;
+        // SAFETY: a remembered block other than the own one is pinned.
+        if !next.is_null() && unsafe { header(next) }.refs.get() < 0 {
+            self.forget();
+        }
+        self.next
+    }
+
+    /// Remembers `left` as the block to make current next time.
+    #[cold]
+    #[inline(never)]
+    fn remember(&mut self, left: *mut u8) {
+        self.forget();
+        if left != self.own && !left.is_null() {
+            // SAFETY: `left` is current, so it is not freed.
+            unsafe { pin(left) };
+        }
+        self.next = left;
+    }
+
+    /// Gives back the pin on a remembered foreign block, and remembers the
+    /// own block instead.
+    pub(crate) fn forget(&mut self) {
+        let next = core::mem::replace(&mut self.next, self.own);
+        if next != self.own && !next.is_null() {
+            // SAFETY: remembered foreign blocks are pinned.
+            unsafe { unpin(next) };
+        }
+    }
 }
 
 /// The thread's own block, for code outside every coroutine.
@@ -381,13 +665,7 @@ struct ThreadBlock(Option<Block>);
 
 impl Drop for ThreadBlock {
     fn drop(&mut self) {
-        if let Some(block) = self.0.take() {
-            let base = block.as_ptr();
-            drop(block);
-            if CURRENT.get() == base {
-                CURRENT.set(ptr::null_mut());
-            }
-        }
+        drop(self.0.take());
     }
 }
 
@@ -406,165 +684,161 @@ fn thread_block() -> Result<NonNull<u8>, AccessError> {
     Ok(base)
 }
 
-/// The fast path: where the value of `key` is in the current block, if it
-/// is there and alive, as the block and the value's offset. `None` sends the
-/// caller to [`slow_path`].
+/// Whether the key's value has a state byte: lazy, or a constant with drop
+/// glue. A compile-time fact for each key.
 #[inline(always)]
-fn fast_path<T: 'static>(key: &'static LocalKey<T>) -> Option<(NonNull<u8>, usize)> {
+fn has_state<T: 'static>(key: &'static LocalKey<T>) -> bool {
+    key.lazy || needs_drop::<T>()
+}
+
+/// The fast path: where the value of `key` is in the current block, if it
+/// is there and alive. `None` sends the caller to [`slow_path`].
+#[inline(always)]
+fn fast_path<T: 'static>(key: &'static LocalKey<T>) -> Option<NonNull<u8>> {
     let base = NonNull::new(CURRENT.get())?;
     // SAFETY: `CURRENT` is non-null, so this thread has the layout (`Slot`).
-    let offset = unsafe { key.decl.offset.get() };
-    if key.lazy {
-        // SAFETY: `base` is a live block (the invariant of `CURRENT`), and
-        // the plan puts the state byte right after the value, inside it.
-        if unsafe { *base.as_ptr().add(offset + size_of::<T>()) } != ALIVE {
-            return None;
-        }
-    } else if needs_drop::<T>() {
-        // A constant with a destructor is alive unless its block is dying.
-        // SAFETY: the header is at the start of the live block.
-        if unsafe { base.cast::<Header>().as_ref() }.destroying.get() {
+    let offset = unsafe { key.decl.offset.offset() };
+    // SAFETY: `base` is a block that is not freed (the invariant of
+    // `CURRENT`), and the plan puts the value inside it.
+    let value = unsafe { base.add(offset) };
+    if has_state(key) {
+        // SAFETY: the plan puts the state byte right after the value.
+        if unsafe { *value.as_ptr().add(size_of::<T>()) } != ALIVE {
             return None;
         }
     }
-    Some((base, offset))
-}
-
-/// The value at `offset` in the block at `base`, as [`fast_path`] found it.
-#[inline(always)]
-fn value_at<T>((base, offset): (NonNull<u8>, usize)) -> NonNull<T> {
-    // SAFETY: `fast_path` returns offsets of values inside the live block.
-    unsafe { base.add(offset) }.cast::<T>()
+    Some(value)
 }
 
 /// Everything the fast path does not handle: makes the thread's block, makes
-/// a lazy value (from `preset` instead of the initialiser if given), or
-/// reports a value being or already destroyed.
-///
-/// `Ok(None)`: the fast path now finds the value. `Ok(Some(found))`: the
-/// value is alive but only the slow path can tell: a constant with a
-/// destructor in a dying block, not destroyed yet.
+/// a value with a state byte (from `preset` instead of its initialiser if
+/// given), or reports a value being or already destroyed. On `Ok`, the value
+/// was alive or made in the block that was current when this began; the
+/// caller looks again (the block current now may differ if the initialiser
+/// switched stacks).
 #[cold]
 #[inline(never)]
 fn slow_path<T: 'static>(
     key: &'static LocalKey<T>,
     preset: Option<&mut Option<T>>,
-) -> Result<Option<(NonNull<u8>, usize)>, AccessError> {
+) -> Result<(), AccessError> {
     let base = match NonNull::new(CURRENT.get()) {
-        Some(base) => base,
-        None => thread_block()?,
+        Some(base) => base.as_ptr(),
+        None => thread_block()?.as_ptr(),
     };
-    // SAFETY: `CURRENT` is non-null now, so this thread has the layout.
-    let offset = unsafe { key.decl.offset.get() };
-    // SAFETY: the header is at the start of the live block.
-    let header = unsafe { base.cast::<Header>().as_ref() };
-    if !key.lazy {
-        if !needs_drop::<T>() || !header.destroying.get() {
-            return Ok(None);
-        }
-        // The block is dying: the constant is destroyed if the cursor of
-        // `Block::drop` has reached it.
-        let index = layout()
-            .const_drops
-            .iter()
-            .position(|c| c.value == offset)
-            .expect("co_local: a constant with a destructor is missing from the layout");
-        return if index < header.consts_dropped.get() {
-            Err(AccessError::new())
-        } else {
-            Ok(Some((base, offset)))
-        };
+    if !has_state(key) {
+        return Ok(());
     }
-    // SAFETY: as in `fast_path`.
-    let value = unsafe { base.as_ptr().add(offset) }.cast::<T>();
-    // SAFETY: the state byte follows the value.
-    let state = unsafe { value.cast::<u8>().add(size_of::<T>()) };
-    // SAFETY: `state` is in the live block.
+    let layout = layout();
+    // SAFETY: `CURRENT` is non-null now, so this thread has the layout.
+    let (offset, index) = unsafe { (key.decl.offset.offset(), key.decl.offset.index()) };
+    // SAFETY: the plan puts the state byte after the value, in the block.
+    let state = unsafe { base.add(offset + size_of::<T>()) };
+    // SAFETY: `base` is current, so not freed.
+    let header = unsafe { header(base) };
+    // SAFETY: as above.
     match unsafe { *state } {
-        ALIVE => return Ok(None),
-        UNINIT => {}
+        ALIVE => return Ok(()),
+        UNINIT if !header.destroying.get() => {}
         _ => return Err(AccessError::new()),
     }
-    if header.destroying.get() {
-        return Err(AccessError::new());
+
+    // The initialiser is user code: it may reach this key again, or suspend
+    // and let the block's owner drop it. The pin keeps the memory.
+    struct Unpin(*mut u8);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            // SAFETY: pinned below.
+            unsafe { unpin(self.0) };
+        }
     }
+    // SAFETY: `base` is current, so not freed.
+    unsafe { pin(base) };
+    let unpin_on_exit = Unpin(base);
     let new = match preset.and_then(Option::take) {
         Some(v) => v,
         None => (key.init)(),
     };
-    // The initialiser may have reached this key again and made the value: read
-    // the state anew (as std does, the outer value wins; the inner is dropped).
-    // SAFETY: the block is still alive: it cannot be destroyed while an access
-    // to it is running (see `Block` and `Locals`).
-    match unsafe { *state } {
-        UNINIT => {
-            // SAFETY: the slot is aligned, in bounds and holds no value.
-            unsafe {
-                value.write(new);
-                *state = ALIVE;
+    // `header` is still valid: the block is pinned, so not freed.
+    let unused = if header.refs.get() < 0 || header.destroying.get() {
+        // Orphaned or dying meanwhile: nothing is made any more.
+        Some(Err(new))
+    } else {
+        // SAFETY: `state` is in the pinned block.
+        match unsafe { *state } {
+            UNINIT => {
+                // SAFETY: the slot is aligned, in bounds and holds no value;
+                // the bitmap word is in the block, aligned.
+                unsafe {
+                    base.add(offset).cast::<T>().write(new);
+                    *state = ALIVE;
+                    let word = base.add(layout.bitmap).cast::<u64>().add(index / 64);
+                    *word |= 1 << (index % 64);
+                }
+                header.made.set(header.made.get() + 1);
+                None
             }
-            header.lazy_made.set(header.lazy_made.get() + 1);
+            // Made meanwhile, by an inner access or while the initialiser
+            // was suspended: references to that value may be alive, so it
+            // stays, and the late one is dropped.
+            ALIVE => Some(Ok(new)),
+            _ => Some(Err(new)),
         }
-        ALIVE => {
-            // SAFETY: the slot holds an alive value that no reference points
-            // to: the inner accesses that made it have returned.
-            drop(unsafe { value.replace(new) });
+    };
+    drop(unpin_on_exit);
+    match unused {
+        None => Ok(()),
+        Some(Ok(late)) => {
+            drop(late);
+            Ok(())
         }
-        _ => {
-            drop(new);
-            return Err(AccessError::new());
+        Some(Err(late)) => {
+            drop(late);
+            Err(AccessError::new())
         }
     }
-    Ok(None)
 }
 
 /// Finds the current block's value of `key`, making it reachable first if
 /// needed (see [`slow_path`]).
 ///
-/// The slow branch ends with the same inlined [`fast_path`] as the fast
-/// branch, so whichever way the value was found, the compiler knows the
-/// pointer, the offset and the state check it went through: a second access
-/// right after (`X.set(X.get() + 1)`) reuses them instead of redoing them.
+/// The loop leaves only through the inlined [`fast_path`], so whichever way
+/// the value was found, the compiler knows the pointer, the offset and the
+/// state check it went through: a second access right after
+/// (`X.set(X.get() + 1)`) reuses them instead of redoing them.
 #[inline(always)]
 fn find<T: 'static>(
     key: &'static LocalKey<T>,
-    preset: Option<&mut Option<T>>,
+    mut preset: Option<&mut Option<T>>,
 ) -> Result<NonNull<T>, AccessError> {
-    let found = match fast_path(key) {
-        Some(found) => found,
-        None => match slow_path(key, preset)? {
-            // Only for a constant with a destructor (a compile-time fact: the
-            // arm is gone for every other key, which keeps the shared checks).
-            Some(found) if !key.lazy && needs_drop::<T>() => found,
-            _ => match fast_path(key) {
-                Some(found) => found,
-                None => unreachable_after_slow_path(),
-            },
-        },
-    };
-    Ok(value_at(found))
+    loop {
+        if let Some(value) = fast_path(key) {
+            return Ok(value.cast());
+        }
+        slow_path(key, preset.as_deref_mut())?;
+    }
 }
 
-#[cold]
-#[inline(never)]
-fn unreachable_after_slow_path() -> ! {
-    unreachable!("co_local: the slow path left the value unreachable")
+/// The block a value found by [`find`] is in: the current one.
+#[inline(always)]
+fn current() -> *mut u8 {
+    CURRENT.get()
 }
 
 /// Runs `f` with a reference to the current block's value of `key`, or
-/// returns why the value cannot be reached.
+/// returns why the value cannot be reached. The block is pinned while `f`
+/// runs: `f` may suspend a coroutine.
 #[inline]
 pub(crate) fn try_with<T: 'static, R>(
     key: &'static LocalKey<T>,
     f: impl FnOnce(&T) -> R,
 ) -> Result<R, AccessError> {
     let value = find(key, None)?;
-    // SAFETY: see `value_ref`.
-    Ok(f(unsafe { value_ref(value) }))
+    Ok(pinned(value, f))
 }
 
 /// Runs `f` with a reference to the current block's value of `key`; panics
-/// if the value cannot be reached.
+/// if the value cannot be reached. The block is pinned while `f` runs.
 #[inline]
 #[track_caller]
 pub(crate) fn with<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) -> R) -> R {
@@ -572,16 +846,54 @@ pub(crate) fn with<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) 
         Ok(value) => value,
         Err(err) => crate::key::panic_access_error(key.decl.name(), err),
     };
-    // SAFETY: see `value_ref`.
+    pinned(value, f)
+}
+
+/// Calls `f` on the value with its block pinned until `f` returns or
+/// unwinds.
+#[inline(always)]
+fn pinned<T, R>(value: NonNull<T>, f: impl FnOnce(&T) -> R) -> R {
+    struct Unpin(*mut u8);
+    impl Drop for Unpin {
+        #[inline(always)]
+        fn drop(&mut self) {
+            // SAFETY: pinned below.
+            unsafe { unpin(self.0) };
+        }
+    }
+    let base = current();
+    // SAFETY: the value was just found in the current block, which is not
+    // freed.
+    unsafe { pin(base) };
+    let _unpin = Unpin(base);
+    // SAFETY: see `value_ref`; the pin keeps the block's memory and values
+    // while `f` runs, even if the owner drops the block meanwhile.
     f(unsafe { value_ref(value) })
 }
 
-/// Like [`with`], but a lazy value not made yet is made from `init` instead
-/// of its initialiser; `f` gets `init` back if it was not used.
+/// Runs `f` with a reference to the current block's value of `key`, without
+/// a pin; panics if the value cannot be reached. For the `Cell` and
+/// `RefCell` helpers: `f` must not run user code (no initialiser, no
+/// destructor, no closure of the caller), so nothing can switch stacks while
+/// the reference lives.
+#[inline]
+#[track_caller]
+pub(crate) fn with_brief<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) -> R) -> R {
+    let value = match find(key, None) {
+        Ok(value) => value,
+        Err(err) => crate::key::panic_access_error(key.decl.name(), err),
+    };
+    // SAFETY: see `value_ref`; `f` runs no user code, so the block cannot be
+    // dropped while it runs.
+    f(unsafe { value_ref(value) })
+}
+
+/// Like [`with_brief`], but a value not made yet is made from `init`
+/// instead of its initialiser; `f` gets `init` back if it was not used.
 ///
 /// The fast path passes `init` straight to `f`; only the cold path puts it in
 /// an `Option` whose address the slow path takes, so the fast path stores
-/// nothing to the stack and, after a `with` on the same key
+/// nothing to the stack and, after an access on the same key
 /// (`X.set(X.get() + 1)`), reuses that access's checks.
 #[inline]
 #[track_caller]
@@ -591,8 +903,9 @@ pub(crate) fn initialize_with<T: 'static, R>(
     f: impl FnOnce(Option<T>, &T) -> R,
 ) -> R {
     match fast_path(key) {
-        // SAFETY: see `value_ref`.
-        Some(found) => f(Some(init), unsafe { value_ref(value_at(found)) }),
+        // SAFETY: see `value_ref`; `f` runs no user code (the caller's
+        // guarantee, as for `with_brief`).
+        Some(found) => f(Some(init), unsafe { value_ref(found.cast()) }),
         None => initialize_with_slow(key, init, f),
     }
 }
@@ -618,13 +931,13 @@ fn initialize_with_slow<T: 'static, R>(
 ///
 /// # Safety
 ///
-/// `value` must come from [`fast_path`] or [`slow_path`] just now: an alive
-/// value of the current block. It then stays alive while the closure runs:
-/// the block is owned by the running coroutine, an entered `Locals` (borrowed
-/// for the whole `enter`) or the thread (destroyed only at thread exit), none
-/// of which can end during the closure; destruction marks a value destroyed
-/// before dropping it, so no new reference is made to a dying value. Only
-/// shared references are ever made to values.
+/// `value` must come from [`find`] just now: an alive value of the current
+/// block. It then stays alive while the closure runs: the block is pinned
+/// ([`pinned`]) or the closure runs no user code ([`with_brief`]), so the
+/// owner cannot drop the block under it; destruction marks a value destroyed
+/// before dropping it, so no new reference is made to a dying value; a late
+/// initialiser never replaces a made value. Only shared references are ever
+/// made to values.
 #[inline(always)]
 unsafe fn value_ref<'a, T>(value: NonNull<T>) -> &'a T {
     // SAFETY: the caller guarantees the value is alive for `'a`.
@@ -684,28 +997,44 @@ impl core::fmt::Debug for RawBlock {
 }
 
 /// Makes `block` the current block of this thread and returns the previous
-/// one: the switch primitive of coroutine runtimes.
+/// one: the unchecked switch primitive, for runtimes that manage blocks
+/// themselves.
 ///
-/// A runtime calls it twice per resume, around the context switch:
+/// Most runtimes want [`Locals::resume`](crate::Locals::resume) instead: it
+/// is safe, it remembers what a coroutine left current, and it copes with
+/// blocks dropped while a coroutine is suspended. `swap_current` does none
+/// of that: it swaps one pointer. A runtime calls it twice per resume, around
+/// the context switch, and restores in a guard so that a panic coming out of
+/// the switch does not leave the coroutine's block current:
 ///
 /// ```
 /// # let mut locals = co_local::Locals::new();
 /// # let mut saved = locals.as_raw();
 /// # let switch_into_coroutine = || {};
+/// struct Restore(co_local::RawBlock);
+/// impl Drop for Restore {
+///     fn drop(&mut self) {
+///         // SAFETY: the resumer's block was current before the switch and
+///         // its owner outlives this resume.
+///         unsafe { co_local::swap_current(self.0) };
+///     }
+/// }
 /// // resume: the coroutine's saved block becomes current...
 /// // SAFETY: `saved` is `locals`'s block or what the coroutine had current
 /// // when it last suspended; both outlive this resume.
-/// let resumer = unsafe { co_local::swap_current(saved) };
+/// let restore = Restore(unsafe { co_local::swap_current(saved) });
 /// switch_into_coroutine(); // runs until the coroutine suspends or returns
-/// // ...and on the way back, the resumer's is restored. Saving what the
-/// // coroutine had current (it may have entered another `Locals` and
-/// // suspended inside it) gives it that block back on the next resume.
-/// // SAFETY: `resumer` was current before and its owner is still alive.
-/// saved = unsafe { co_local::swap_current(resumer) };
+/// // ...and on the way back, what the coroutine left current is saved for
+/// // the next resume (it may have entered another `Locals` and suspended
+/// // inside it), and the resumer's is restored by the guard.
+/// saved = co_local::RawBlock::current();
+/// drop(restore);
 /// ```
 ///
-/// That is the whole per-switch cost: one thread-local pointer swapped, no
-/// per-variable work, no allocation, no lock.
+/// Dropping a suspended coroutine unwinds its stack: do it with the
+/// coroutine's saved block swapped in the same way, so that destructors on
+/// its stack see its values (and its nested `enter`s restore what they
+/// expect).
 ///
 /// # Safety
 ///
@@ -714,13 +1043,14 @@ impl core::fmt::Debug for RawBlock {
 /// [`Locals`](crate::Locals), that `Locals` must not be dropped (moving it is
 /// fine: the block does not move). `block` must come from
 /// [`Locals::as_raw`](crate::Locals::as_raw) on this thread, from
-/// [`RawBlock::THREAD`], or from an earlier `swap_current` on this thread
-/// whose block is still alive. Before the owner of the current block is
-/// dropped, or before [`Locals::enter`](crate::Locals::enter) returns into
-/// code that expects its own previous block, the runtime must swap back
-/// whatever it swapped in (nesting like `enter`). References handed out by
-/// [`LocalKey::with`] must not outlive their block: a runtime keeps a
-/// suspended coroutine's block alive until the coroutine's stack is gone.
+/// [`RawBlock::THREAD`], or from an earlier `swap_current` or
+/// [`RawBlock::current`] on this thread whose block is still alive. Before
+/// the owner of the current block is dropped, or before
+/// [`Locals::enter`](crate::Locals::enter) returns into code that expects its
+/// own previous block, the runtime must swap back whatever it swapped in
+/// (nesting like `enter`). References handed out by [`LocalKey::with`] must
+/// not outlive their block: a runtime keeps a suspended coroutine's block
+/// alive until the coroutine's stack is gone.
 #[inline]
 pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
     RawBlock(CURRENT.replace(block.0))

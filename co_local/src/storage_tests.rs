@@ -44,7 +44,9 @@ fn lazy_count() -> Cell<u64> {
 
 macro_rules! decl {
     ($key:ident: $t:ty, lazy = $lazy:expr) => {
-        Declaration::private_new::<$t>(&$key, stringify!($key), module_path!(), $lazy)
+        // SAFETY: each declaration is made with its own key (same type and
+        // `lazy`), and this list is the unit tests' registry.
+        unsafe { Declaration::private_new::<$t>(&$key, stringify!($key), module_path!(), $lazy) }
     };
 }
 
@@ -58,16 +60,25 @@ pub(super) static DECLARATIONS: [Declaration; 7] = [
     decl!(BYTE: Cell<u8>, lazy = false),
 ];
 
-static COUNT: LocalKey<Cell<u64>> = LocalKey::private_new(&DECLARATIONS[0], || Cell::new(7), false);
-static LAZY_COUNT: LocalKey<Cell<u64>> = LocalKey::private_new(&DECLARATIONS[1], lazy_count, true);
+static COUNT: LocalKey<Cell<u64>> = // SAFETY: the key of its own declaration, in the registry.
+    unsafe { LocalKey::private_new(&DECLARATIONS[0], || Cell::new(7), false) };
+static LAZY_COUNT: LocalKey<Cell<u64>> =
+    // SAFETY: the key of its own declaration, in the registry.
+    unsafe { LocalKey::private_new(&DECLARATIONS[1], lazy_count, true) };
 static NAMES: LocalKey<RefCell<Vec<String>>> =
-    LocalKey::private_new(&DECLARATIONS[2], || RefCell::new(Vec::new()), true);
+    // SAFETY: the key of its own declaration, in the registry.
+    unsafe { LocalKey::private_new(&DECLARATIONS[2], || RefCell::new(Vec::new()), true) };
 static TRACKED: LocalKey<RefCell<Option<Tracked>>> =
-    LocalKey::private_new(&DECLARATIONS[3], || RefCell::new(None), false);
-static PAGE: LocalKey<Page> = LocalKey::private_new(&DECLARATIONS[4], || Page([9; 4096]), true);
-static NOTHING: LocalKey<Zst> = LocalKey::private_new(&DECLARATIONS[5], || Zst, true);
+    // SAFETY: the key of its own declaration, in the registry.
+    unsafe { LocalKey::private_new(&DECLARATIONS[3], || RefCell::new(None), false) };
+static PAGE: LocalKey<Page> =
+    // SAFETY: the key of its own declaration, in the registry.
+    unsafe { LocalKey::private_new(&DECLARATIONS[4], || Page([9; 4096]), true) };
+static NOTHING: LocalKey<Zst> = // SAFETY: the key of its own declaration, in the registry.
+    unsafe { LocalKey::private_new(&DECLARATIONS[5], || Zst, true) };
 static BYTE: LocalKey<Cell<u8>> =
-    LocalKey::private_new(&DECLARATIONS[6], || Cell::new(0xab), false);
+    // SAFETY: the key of its own declaration, in the registry.
+    unsafe { LocalKey::private_new(&DECLARATIONS[6], || Cell::new(0xab), false) };
 
 #[test]
 fn constants_are_in_place_and_blocks_are_isolated() {

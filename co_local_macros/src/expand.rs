@@ -51,6 +51,13 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
     // The calls that take the type carry its span, so that an error about the
     // type (not `Sized`, not `'static`) points at it, not at the invocation.
     let ty_span = ty.span();
+    //
+    // The two constructors are `unsafe`: a key must be made with its own
+    // declaration, and that declaration must be in the registry. Only this
+    // expansion pairs them, so safe code cannot make a key that reads
+    // outside its block. The `unsafe` blocks carry the macro's own span (not
+    // the user's), so `#![forbid(unsafe_code)]` in the user's crate does not
+    // see them, as it does not see std's `thread_local!` internals.
     let new_declaration = quote_spanned! {ty_span=>
         #krate::__private::Declaration::private_new::<#ty>(
             &#name,
@@ -62,6 +69,8 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
     let new_key = quote_spanned! {ty_span=>
         #krate::LocalKey::private_new(&__CO_LOCAL_DECLARATION, __co_local_init, #lazy)
     };
+    let new_declaration = quote! { unsafe { #new_declaration } };
+    let new_key = quote! { unsafe { #new_key } };
     quote! {
         #(#attrs)*
         #[doc = #doc]

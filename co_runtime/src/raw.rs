@@ -46,8 +46,20 @@
 //!   coroutine yielded (`T` = `Y`, and it is suspended) or finished (`T` =
 //!   `Outcome<R>`, and it never runs again).
 //!
-//! Around each switch into the coroutine, the resumer swaps one pointer, the
-//! current co_local block, in and out ([`co_local::swap_current`]).
+//! Each switch into the coroutine runs inside [`Locals::resume`] of the
+//! coroutine's block: the block it had current when it last suspended is
+//! made current, and the resumer's comes back when it jumps out, also if
+//! something between switches the stack behind co_runtime's back.
+//!
+//! # Dropping at odd times
+//!
+//! - A coroutine dropped while it runs can only be dropped by the thread's
+//!   exit (`std::process::exit` inside it runs the thread-local destructors
+//!   on its stack): its stack and block are leaked, never unmapped under
+//!   the code that runs on them.
+//! - A suspended coroutine dropped once the thread's thread-locals are being
+//!   destroyed is leaked too, not unwound: frames on its stack may hold
+//!   references into thread-locals destroyed before it ([`thread_exiting`]).
 
 use core::cell::Cell;
 use core::marker::PhantomData;
@@ -57,7 +69,7 @@ use std::any::Any;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 
-use co_local::{Locals, RawBlock};
+use co_local::Locals;
 use context::stack::Stack;
 use context::{Context, Transfer};
 
@@ -332,11 +344,11 @@ pub(crate) struct RawCoroutine<I, Y, R> {
     /// The stack it runs on: `Some` until it has finished, so whenever
     /// `context` is `Some` (rule 1).
     stack: Option<PooledStack>,
-    /// Its co_local block: `Some` until it has finished.
+    /// Its co_local block: `Some` until it has finished. Its `resume`
+    /// remembers the block to make current when the coroutine is next
+    /// resumed: its own, or the one of a `Locals` it entered and suspended
+    /// inside.
     locals: Option<Locals>,
-    /// The block to make current when it is next resumed: its own, or the one
-    /// of a `Locals` it entered and suspended inside.
-    saved: RawBlock,
     /// Whether it has been resumed.
     started: bool,
     /// Takes `I`, gives `Y` and `R` (the variance of corosensei's).
@@ -358,6 +370,7 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
     {
         let stack = PooledStack::new(stack_size);
         let mut locals = Locals::new();
+        mark_thread_alive();
         // The stack's bounds go in the coroutine's own block, once, for the
         // stack overflow report; a switch does nothing for it.
         guard::install_overflow_handler();
@@ -381,7 +394,6 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
         RawCoroutine {
             context: Some(transfer.context),
             stack: Some(stack),
-            saved: locals.as_raw(),
             locals: Some(locals),
             started: false,
             marker: PhantomData,
@@ -430,26 +442,20 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
     #[inline]
     fn switch(&mut self, context: Context, request: Request<I>) -> Step<Y, R> {
         let mut request = ManuallyDrop::new(request);
-        // SAFETY: `self.saved` names a live block made on this thread (a
-        // coroutine and its `Locals` are `!Send`): the coroutine's own, alive
-        // in `self.locals` until it has finished, or one it entered with
-        // `Locals::enter` and suspended inside, which that `enter`'s frame,
-        // suspended on the coroutine's stack, borrows until it returns. It is
-        // current only until the coroutine jumps back, and the swap below
-        // then restores the resumer's block, so the swaps nest like `enter`.
-        let resumer = unsafe { co_local::swap_current(self.saved) };
-        // SAFETY: (rule 3) `context` is the coroutine's suspended execution,
-        // saved by its last jump out (in `entry` or `suspend`) and taken out
-        // of `self.context`, so it is resumed once; its stack is `self.stack`,
-        // mapped. The coroutine moves the request out of `request` once,
-        // right after the jump (`take_request`); this frame is suspended
-        // meanwhile, and never drops `request`.
-        let transfer = unsafe { context.resume(&raw mut request as usize) };
-        // SAFETY: `resumer` was current when this switch began, and it is the
-        // block of whoever called this switch (the thread's own, a `Locals`
-        // they entered, or the block of the coroutine that runs this code),
-        // alive until this call returns to them.
-        self.saved = unsafe { co_local::swap_current(resumer) };
+        let Some(locals) = self.locals.as_mut() else {
+            fatal("a coroutine with a context but no co_local block")
+        };
+        // The block the coroutine had current when it last suspended is
+        // current while it runs; the resumer's comes back when it jumps out.
+        let transfer = locals.resume(|| {
+            // SAFETY: (rule 3) `context` is the coroutine's suspended
+            // execution, saved by its last jump out (in `entry` or `suspend`)
+            // and taken out of `self.context`, so it is resumed once; its
+            // stack is `self.stack`, mapped. The coroutine moves the request
+            // out of `request` once, right after the jump (`take_request`);
+            // this frame is suspended meanwhile, and never drops `request`.
+            unsafe { context.resume(&raw mut request as usize) }
+        });
         // SAFETY: a coroutine jumps back to `switch` only from `suspend` or
         // `finish`, with a `Message` on its stack, which stays mapped
         // (`self.stack`) and unused until the coroutine runs again; this is
@@ -504,8 +510,29 @@ impl<I, Y, R> Drop for RawCoroutine<I, Y, R> {
     /// is already panicking.
     fn drop(&mut self) {
         let Some(context) = self.context.take() else {
+            if self.stack.is_some() {
+                // Running: only the thread's exit drops a running coroutine
+                // (its thread-local destructors run on this very stack).
+                // Unmapping the stack, or destroying the block its code
+                // uses, would pull them from under that code: leak both.
+                core::mem::forget(self.stack.take());
+                core::mem::forget(self.locals.take());
+            }
             return;
         };
+        if self.started && thread_exiting() {
+            // The thread-locals are being destroyed: frames on the stack may
+            // hold references into some that are gone, so unwinding them
+            // cannot be safe. (A coroutine that never started has no frames:
+            // its closure is dropped as usual.) Leak the stack with its frames (never resumed,
+            // never unmapped); the block is dropped, keeping any value a
+            // frame still refers to.
+            // (`context` is a plain pointer: dropping it resumes nothing.)
+            let _ = context;
+            core::mem::forget(self.stack.take());
+            drop(self.locals.take());
+            return;
+        }
         let outcome = match self.switch(context, Request::Unwind) {
             Step::Finished(outcome) => outcome,
             // `suspend` panics instead of suspending once it has the request
@@ -527,4 +554,31 @@ impl<I, Y, R> Drop for RawCoroutine<I, Y, R> {
             }
         }
     }
+}
+
+/// Dropped with the thread's thread-locals: once it is gone, the thread is
+/// exiting.
+struct ThreadAlive;
+
+impl Drop for ThreadAlive {
+    fn drop(&mut self) {}
+}
+
+std::thread_local! {
+    static THREAD_ALIVE: ThreadAlive = const { ThreadAlive };
+}
+
+/// Registers the marker of [`thread_exiting`] on this thread (its destructor
+/// is registered by its first use: at the first coroutine made here).
+fn mark_thread_alive() {
+    let _ = THREAD_ALIVE.try_with(|_| ());
+}
+
+/// Whether the thread's thread-locals are being destroyed, as far as
+/// co_runtime can tell: its marker, first used when the thread made its
+/// first coroutine, is gone. std destroys thread-locals newest first, so
+/// this holds for every thread-local first used before that coroutine was
+/// made, and for any coroutine dropped after the marker.
+fn thread_exiting() -> bool {
+    THREAD_ALIVE.try_with(|_| ()).is_err()
 }

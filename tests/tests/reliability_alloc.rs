@@ -351,6 +351,13 @@ fn exiting_thread(how: u64) {
     }
 }
 
+/// The ways of `exiting_thread` whose coroutines are unwound and freed at
+/// thread exit. The others hold them in thread-locals first used before the
+/// thread's first coroutine: co_runtime leaks those rather than unwind them
+/// while thread-locals are being destroyed (see
+/// `threads_exiting_with_coroutines_in_older_thread_locals_leak_them`).
+const UNWOUND_AT_EXIT: [u64; 2] = [1, 3];
+
 #[test]
 fn lifecycles_and_exiting_threads_free_every_allocation() {
     quiet_expected_panics();
@@ -377,10 +384,11 @@ fn lifecycles_and_exiting_threads_free_every_allocation() {
     // An array, not a `Vec`: allocating the results would count.
     let mut rounds = [(before_threads, mapped); 3];
     for round in &mut rounds {
-        let threads: Vec<_> = (0..4)
-            .map(|how| std::thread::spawn(move || exiting_thread(how)))
+        let threads: Vec<_> = UNWOUND_AT_EXIT
+            .iter()
+            .map(|&how| (how, std::thread::spawn(move || exiting_thread(how))))
             .collect();
-        for (how, thread) in threads.into_iter().enumerate() {
+        for (how, thread) in threads {
             assert_eq!(thread.join().is_err(), how == 3, "thread {how}");
         }
         *round = (live(), stack_stats().process_mapped);
