@@ -63,6 +63,7 @@ impl Locals {
 
     /// Runs `f` with this block current on this thread, and makes the
     /// previous block current again afterwards, also if `f` panics.
+    #[inline]
     pub fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
         storage::enter(self.block.as_ptr(), f)
     }
@@ -112,6 +113,7 @@ impl Locals {
     /// assert_eq!(REQUEST.get(), 0); // the thread's own value
     /// assert_eq!(locals.resume(|| co.resume(())), CoroutineResult::Return(8));
     /// ```
+    #[inline(always)]
     pub fn resume<R>(&mut self, f: impl FnOnce() -> R) -> R {
         self.resume.run(f)
     }
@@ -119,14 +121,6 @@ impl Locals {
     /// A raw handle on this block, for [`swap_current`](crate::swap_current).
     pub fn as_raw(&self) -> RawBlock {
         RawBlock::from_block(&self.block)
-    }
-}
-
-impl Drop for Locals {
-    fn drop(&mut self) {
-        // The block a coroutine left current is no longer remembered; the
-        // block itself is dropped next, as a field.
-        self.resume.forget();
     }
 }
 

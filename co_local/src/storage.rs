@@ -8,8 +8,8 @@
 //!   [`Slot`] once, and the image of the constants copied into every block;
 //! - [`Block`]: one allocation of that layout, its destruction, and a
 //!   per-thread pool of clean blocks for reuse;
-//! - the pins that keep a block alive while something other than its owner
-//!   can still reach it, and the switches (`enter`, `resume`) that take them;
+//! - what keeps a block alive while something other than its owner can
+//!   still reach it, and the switches (`enter`, `resume`) that check it;
 //! - the access path used by [`LocalKey`]: read `CURRENT`, add the offset,
 //!   check the state byte for values that have one.
 //!
@@ -24,20 +24,28 @@
 //!
 //! A block's owner (a [`Locals`](crate::Locals), or the thread for its own
 //! block) drops it. Other things may still name it then, because another
-//! library's coroutine can switch stacks in the middle of any scope: a
-//! pending restore of an `enter` or `resume` on some stack, the block a
-//! `resume` remembered for its coroutine, a reference handed to a `with`
-//! closure that is suspended, a lazy initialiser that is running. Each of
-//! those holds a *pin* (`Header::refs`). A block dropped while pinned is
-//! *orphaned*: nothing in it is destroyed or freed; a restore that finds it
-//! orphaned makes the thread's own block current instead; the last unpin
-//! destroys its values and frees it. `CURRENT` itself holds no pin: the
-//! owner's drop resets it to the thread's block if it names the block.
+//! library's coroutine can switch stacks in the middle of any scope:
+//!
+//! - a reference handed to a `with` closure that is suspended, or a lazy
+//!   initialiser that is running: these hold a *pin* (`Header::refs`). A
+//!   block dropped while pinned is *orphaned*: nothing in it is destroyed
+//!   or freed until the last pin goes, which destroys and frees it;
+//! - the block a pending `enter` or `resume` will restore, or the block a
+//!   `resume` remembered for its coroutine: these record the thread's
+//!   *epoch*, which every owner's drop advances. A restore whose epoch has
+//!   not moved puts its block back at the cost of one comparison; otherwise
+//!   it first checks the block in the thread's set of live blocks (its
+//!   address, born no later than the record, not orphaned) and makes the
+//!   thread's own block current if the block is gone;
+//! - `CURRENT` itself: the owner's drop resets it to the thread's block if
+//!   it names the block.
 
 use core::cell::{Cell, RefCell, UnsafeCell};
 use core::mem::{align_of, needs_drop, size_of, MaybeUninit};
 use core::ptr::{self, NonNull};
 use std::alloc::{self, handle_alloc_error};
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
 
@@ -134,6 +142,8 @@ struct Header {
     /// Values with a state byte made in this block: while it is zero, the
     /// stateful region and the bitmap are clean and destruction skips them.
     made: Cell<usize>,
+    /// The thread's epoch when the block was made (see the module docs).
+    born: Cell<u64>,
     /// Set when destruction of the block starts: no value is made after.
     destroying: Cell<bool>,
 }
@@ -289,6 +299,53 @@ impl Drop for Pool {
 
 std::thread_local! {
     static POOL: Pool = const { Pool(RefCell::new(Vec::new())) };
+    /// Advanced by every owner's drop of a block (see the module docs).
+    static EPOCH: Cell<u64> = const { Cell::new(0) };
+    /// The blocks of this thread that are not freed (orphaned ones too).
+    static LIVE: RefCell<HashSet<usize, BuildHasherDefault<AddressHasher>>> =
+        RefCell::new(HashSet::default());
+}
+
+/// Hashes block addresses: aligned, distinct pointers, so one multiply
+/// spreads them well enough.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(26);
+    }
+}
+
+/// Whether `block`, recorded at `epoch`, is still the same live block that
+/// its owner has not dropped: in the live set, born no later than the
+/// record, not orphaned. Null (the thread's own block) always is.
+#[cold]
+#[inline(never)]
+fn still_there(block: *mut u8, epoch: u64) -> bool {
+    if block.is_null() {
+        return true;
+    }
+    let live = LIVE
+        .try_with(|live| live.borrow().contains(&(block as usize)))
+        .unwrap_or(false);
+    live && {
+        // SAFETY: a block in the live set is not freed.
+        let header = unsafe { header(block) };
+        header.born.get() <= epoch && header.refs.get() >= 0
+    }
 }
 
 /// The header of the block at `base`.
@@ -388,6 +445,9 @@ impl Block {
                 layout.prefix.len(),
             );
         }
+        // SAFETY: the block was just made.
+        unsafe { header(base.as_ptr()) }.born.set(EPOCH.get());
+        let _ = LIVE.try_with(|live| live.borrow_mut().insert(base.as_ptr() as usize));
         Block { base }
     }
 
@@ -405,6 +465,9 @@ impl Drop for Block {
     /// panic hook has reported it).
     fn drop(&mut self) {
         let base = self.base.as_ptr();
+        // Restores and `resume`s recorded before this point check their
+        // block before putting it back.
+        EPOCH.set(EPOCH.get() + 1);
         if CURRENT.get() == base {
             // Left current by a scope that did not nest (another library's
             // coroutine switched stacks inside it): nothing will restore it.
@@ -487,6 +550,8 @@ unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
         }
         header.made.set(0);
     }
+    let _ = LIVE.try_with(|live| live.borrow_mut().remove(&(base as usize)));
+    EPOCH.set(EPOCH.get() + 1);
     let pooled = POOL
         .try_with(|p| {
             let mut p = p.0.borrow_mut();
@@ -521,53 +586,53 @@ fn for_each_made(base: *mut u8, layout: &Layout, mut f: impl FnMut(&Stateful)) {
     }
 }
 
-/// Puts back `prev` as the current block, unless it was orphaned meanwhile
-/// (the thread's own block then), and gives back the pin taken on it.
+/// A block to put back as current: the one that was current when a scope
+/// began, and the thread's epoch then.
+#[derive(Clone, Copy)]
+struct Saved {
+    block: *mut u8,
+    epoch: u64,
+}
+
+/// Makes `block` current and returns what it replaces, for [`restore`].
 #[inline(always)]
-fn restore(prev: *mut u8) {
-    if prev.is_null() {
-        CURRENT.set(prev);
-        return;
+fn switch_to(block: *mut u8) -> Saved {
+    Saved {
+        block: CURRENT.replace(block),
+        epoch: EPOCH.get(),
     }
-    // SAFETY: the scope that saved `prev` pinned it.
-    let refs = unsafe { &header(prev).refs };
-    let left = refs.get() - 1;
-    refs.set(left);
-    if left >= 0 {
-        CURRENT.set(prev);
+}
+
+/// Puts back the block `saved` names as the current one, or the thread's
+/// own block if that one was dropped since.
+#[inline(always)]
+fn restore(saved: Saved) {
+    if EPOCH.get() == saved.epoch {
+        // No block was dropped since: `saved.block` is as valid as it was.
+        CURRENT.set(saved.block);
     } else {
-        restore_orphan(prev, left);
+        restore_checked(saved);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn restore_orphan(prev: *mut u8, left: isize) {
-    CURRENT.set(ptr::null_mut());
-    if left == ORPHAN {
-        // SAFETY: the pin just given back was the last one.
-        unsafe { finish_orphan(prev) };
-    }
-}
-
-/// Makes `block` current, pinning the block it replaces, and returns that
-/// one for [`restore`].
-#[inline(always)]
-fn switch_to(block: *mut u8) -> *mut u8 {
-    let prev = CURRENT.replace(block);
-    if !prev.is_null() {
-        // SAFETY: `CURRENT` never names a freed block: an owner's drop resets
-        // it, and restores never put back an orphaned block.
-        unsafe { pin(prev) };
-    }
-    prev
+fn restore_checked(saved: Saved) {
+    let block = if still_there(saved.block, saved.epoch) {
+        saved.block
+    } else {
+        ptr::null_mut()
+    };
+    CURRENT.set(block);
 }
 
 /// Runs `f` with `base` as the current block, restoring the previous one
 /// afterwards, also on panic.
+#[inline(always)]
 pub(crate) fn enter<R>(base: *mut u8, f: impl FnOnce() -> R) -> R {
-    struct Restore(*mut u8);
+    struct Restore(Saved);
     impl Drop for Restore {
+        #[inline(always)]
         fn drop(&mut self) {
             restore(self.0);
         }
@@ -581,8 +646,12 @@ pub(crate) fn enter<R>(base: *mut u8, f: impl FnOnce() -> R) -> R {
 /// coroutine left current when it last suspended.
 pub(crate) struct Resume {
     own: *mut u8,
-    /// `own`, or another block, pinned, or null (the thread's own block).
+    /// `own`, or another block recorded at `next_epoch`, or null (the
+    /// thread's own block).
     next: *mut u8,
+    next_epoch: u64,
+    /// The caller's block while `run` runs `f`, to put back after.
+    caller: Saved,
 }
 
 impl Resume {
@@ -590,73 +659,56 @@ impl Resume {
         Resume {
             own: own.as_ptr(),
             next: own.as_ptr(),
+            next_epoch: 0,
+            caller: Saved {
+                block: ptr::null_mut(),
+                epoch: 0,
+            },
         }
     }
 
     /// Runs `f` with the remembered block current, then remembers what is
     /// current when `f` ends and restores the caller's block, also on panic.
-    #[inline]
+    ///
+    /// Everything the way back needs is in `self`, so the guard is one
+    /// pointer: this is the whole cost of a switch, kept small.
+    #[inline(always)]
     pub(crate) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        struct Leave<'a> {
-            resume: &'a mut Resume,
-            entered: *mut u8,
-            prev: *mut u8,
-        }
+        struct Leave<'a>(&'a mut Resume);
         impl Drop for Leave<'_> {
             #[inline(always)]
             fn drop(&mut self) {
-                let left = CURRENT.get();
-                if left != self.entered {
-                    self.resume.remember(left);
+                let resume = &mut *self.0;
+                if CURRENT.get() != resume.next {
+                    resume.remember();
                 }
-                restore(self.prev);
+                restore(resume.caller);
             }
         }
-        let mut entered = self.next;
-        if entered != self.own {
-            entered = self.check_next();
+        if self.next != self.own {
+            self.check_next();
         }
-        let prev = switch_to(entered);
-        let _leave = Leave {
-            resume: self,
-            entered,
-            prev,
-        };
+        self.caller = switch_to(self.next);
+        let _leave = Leave(self);
         f()
     }
 
-    /// The remembered foreign block, or the own block if it was orphaned.
+    /// Forgets the remembered foreign block if it is gone: the own block is
+    /// used instead.
     #[cold]
     #[inline(never)]
-    fn check_next(&mut self) -> *mut u8 {
-        let next = self.next;
-        // SAFETY: a remembered block other than the own one is pinned.
-        if !next.is_null() && unsafe { header(next) }.refs.get() < 0 {
-            self.forget();
+    fn check_next(&mut self) {
+        if !still_there(self.next, self.next_epoch) {
+            self.next = self.own;
         }
-        self.next
     }
 
-    /// Remembers `left` as the block to make current next time.
+    /// Remembers the block current now as the one to make current next time.
     #[cold]
     #[inline(never)]
-    fn remember(&mut self, left: *mut u8) {
-        self.forget();
-        if left != self.own && !left.is_null() {
-            // SAFETY: `left` is current, so it is not freed.
-            unsafe { pin(left) };
-        }
-        self.next = left;
-    }
-
-    /// Gives back the pin on a remembered foreign block, and remembers the
-    /// own block instead.
-    pub(crate) fn forget(&mut self) {
-        let next = core::mem::replace(&mut self.next, self.own);
-        if next != self.own && !next.is_null() {
-            // SAFETY: remembered foreign blocks are pinned.
-            unsafe { unpin(next) };
-        }
+    fn remember(&mut self) {
+        self.next = CURRENT.get();
+        self.next_epoch = EPOCH.get();
     }
 }
 

@@ -416,6 +416,34 @@ pub fn switch_corosensei(n: u64) -> Duration {
     })
 }
 
+/// corosensei with its own co_local block, switched with `Locals::resume`:
+/// what a runtime we don't own pays for coroutine-local values.
+#[inline(never)]
+pub fn switch_corosensei_resume(n: u64) -> Duration {
+    let mut co = corosensei::Coroutine::<(), (), ()>::new(|y, ()| loop {
+        y.suspend(());
+    });
+    let mut locals = Locals::new();
+    locals.resume(|| co.resume(()));
+    ops(n, || {
+        black_box(locals.resume(|| co.resume(())));
+    })
+}
+
+/// The same with a naive `Locals::enter` around each switch (not enough if
+/// the coroutine suspends inside an `enter` of its own: the comparison only).
+#[inline(never)]
+pub fn switch_corosensei_enter(n: u64) -> Duration {
+    let mut co = corosensei::Coroutine::<(), (), ()>::new(|y, ()| loop {
+        y.suspend(());
+    });
+    let mut locals = Locals::new();
+    locals.enter(|| co.resume(()));
+    ops(n, || {
+        black_box(locals.enter(|| co.resume(())));
+    })
+}
+
 pub fn switch_group() -> Group {
     Group {
         name: "switch",
@@ -428,6 +456,8 @@ pub fn switch_group() -> Group {
             Case::new("co_runtime", switch_co_runtime),
             Case::new("co_runtime + access each side", switch_co_runtime_access),
             Case::new("corosensei", switch_corosensei),
+            Case::new("corosensei + Locals::resume", switch_corosensei_resume),
+            Case::new("corosensei + Locals::enter", switch_corosensei_enter),
         ],
     }
 }
