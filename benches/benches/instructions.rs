@@ -127,6 +127,28 @@ fn scaling(me: &Path) -> std::io::Result<()> {
         );
     }
     println!();
+    if let Some(many_drop) = system::sibling("many_drop") {
+        println!(
+            "### scaling: a block's life with this suite's declarations and with 2,000 more \
+             (`const {{}}` and lazy `RefCell<Vec<u64>>`), none of them touched\n"
+        );
+        println!("| case | {} | {} | ratio |\n|---|---:|---:|---:|", describe(me), describe(&many_drop));
+        for case in [
+            "Locals::new + drop",
+            "Locals::new + const RefCell<Vec> access + drop",
+            "Locals::new + lazy RefCell<Vec> access + drop",
+            "co_runtime: create + lazy RefCell<Vec> access + drop",
+        ] {
+            let full = format!("blocks/{case}");
+            let few = callgrind::per_op(me, &full, 20_000)?;
+            let many = callgrind::per_op(&many_drop, &full, 20_000)?;
+            println!("| {case} | {few:.2} | {many:.2} | {:.3} |", many / few);
+        }
+        println!();
+        println!("{}: {}", describe(&many_drop), system::block_info_of(&many_drop)?);
+    } else {
+        println!("scaling: the `many_drop` bench binary is not built; run `cargo bench`");
+    }
     for exe in [me, &one, &many] {
         println!("{}: {}", describe(exe), system::block_info_of(exe)?);
     }
@@ -142,7 +164,8 @@ fn describe(exe: &Path) -> String {
     let decls = match base {
         "one" => "1 decl",
         "many" => "1,001 decls",
-        _ => "2 decls",
+        "many_drop" => "2,005 decls",
+        _ => "5 decls",
     };
     format!("`{base}` ({decls})")
 }

@@ -43,6 +43,9 @@ fn main() -> std::io::Result<()> {
     if !filtered_out("locals/") {
         locals_one_vs_many(rounds, &mut out)?;
     }
+    if !filtered_out("blocks/") {
+        blocks_few_vs_many(rounds, &mut out)?;
+    }
     if filtered_out("live/") {
         return Ok(());
     }
@@ -64,6 +67,44 @@ fn main() -> std::io::Result<()> {
 fn filtered_out(name: &str) -> bool {
     std::env::var("CO_LOCAL_BENCH_FILTER")
         .is_ok_and(|f| !f.split(',').any(|w| !w.is_empty() && name.contains(w)))
+}
+
+/// A block's life (the blocks group) in this binary and in `many_drop`, which
+/// declares 2,000 more values with drop glue, each repetition in a fresh
+/// process.
+fn blocks_few_vs_many(rounds: usize, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let Some(many_drop) = system::sibling("many_drop") else {
+        println!("\nblocks: the `many_drop` bench binary is not built; run `cargo bench`");
+        return Ok(());
+    };
+    let me = std::env::current_exe()?;
+    for case in [
+        "Locals::new + drop",
+        "Locals::new + const RefCell<Vec> access + drop",
+        "Locals::new + lazy RefCell<Vec> access + drop",
+        "co_runtime: create + lazy RefCell<Vec> access + drop",
+    ] {
+        let full = format!("blocks/{case}");
+        let exes = [("this suite (5 declarations)", &me), ("+ 2,000 with drop glue", &many_drop)];
+        let mut samples = vec![Vec::new(); exes.len()];
+        for r in 0..rounds {
+            for i in 0..exes.len() {
+                let c = (r + i) % exes.len();
+                samples[c].push(system::time_in_process(exes[c].1, &full, 20_000)?);
+            }
+        }
+        let stats: Vec<Stats> = samples.iter_mut().map(|s| Stats::of(s)).collect();
+        let names: Vec<&str> = exes.iter().map(|e| e.0).collect();
+        print_table(
+            "blocks",
+            &format!("{case}, one fresh process per repetition"),
+            &names,
+            &names[..1],
+            &stats,
+            out,
+        )?;
+    }
+    Ok(())
 }
 
 /// `Locals::new()` + drop with one declaration (`one`) and with 1,000 more

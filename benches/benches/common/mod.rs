@@ -28,6 +28,10 @@ co_local::co_local! {
     pub static CO_CONST: Cell<u64> = const { Cell::new(0) };
     /// The lazy value of the access group.
     pub static CO_LAZY: Cell<u64> = Cell::new(0);
+    /// A constant with drop glue, std's idiomatic form: the blocks group.
+    pub static CO_CONST_VEC: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// A lazy value with drop glue: the blocks group.
+    pub static CO_LAZY_VEC: RefCell<Vec<u64>> = RefCell::new(Vec::new());
 }
 
 std::thread_local! {
@@ -533,6 +537,17 @@ pub fn locals_new_drop(n: u64) -> Duration {
     ops(n, || drop(black_box(Locals::new())))
 }
 
+/// A coroutine that makes one value with drop glue: create + run + drop.
+#[inline(never)]
+pub fn create_co_runtime_access(n: u64) -> Duration {
+    ops(n, || {
+        let mut co = Coroutine::<(), (), ()>::new(|_, ()| {
+            CO_LAZY_VEC.with_borrow(|v| black_box(v.len()));
+        });
+        black_box(co.resume(()));
+    })
+}
+
 pub fn creation_group() -> Group {
     Group {
         name: "creation",
@@ -551,9 +566,61 @@ pub fn creation_group() -> Group {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Blocks: what a block's whole life costs when it uses one value, whatever
+// the binary declares (the `many_drop` binary runs the same cases with 2,000
+// more declarations).
+// ---------------------------------------------------------------------------
+
+#[inline(never)]
+pub fn locals_access_const_vec(n: u64) -> Duration {
+    ops(n, || {
+        let mut block = Locals::new();
+        block.enter(|| CO_CONST_VEC.with_borrow(|v| black_box(v.len())));
+    })
+}
+
+#[inline(never)]
+pub fn locals_access_lazy_vec(n: u64) -> Duration {
+    ops(n, || {
+        let mut block = Locals::new();
+        block.enter(|| CO_LAZY_VEC.with_borrow(|v| black_box(v.len())));
+    })
+}
+
+pub fn blocks_group() -> Group {
+    Group {
+        name: "blocks",
+        op: "a block's life: make it, use one value (or none), drop it",
+        baselines: vec!["Locals::new + drop"],
+        ops_per_rep: 20_000,
+        ops_per_count: 20_000,
+        cases: vec![
+            Case::new("Locals::new + drop", locals_new_drop),
+            Case::new(
+                "Locals::new + const RefCell<Vec> access + drop",
+                locals_access_const_vec,
+            ),
+            Case::new(
+                "Locals::new + lazy RefCell<Vec> access + drop",
+                locals_access_lazy_vec,
+            ),
+            Case::new(
+                "co_runtime: create + lazy RefCell<Vec> access + drop",
+                create_co_runtime_access,
+            ),
+        ],
+    }
+}
+
 /// Every group of this module but the live-coroutine one.
 pub fn groups() -> Vec<Group> {
-    vec![access_group(), switch_group(), creation_group()]
+    vec![
+        access_group(),
+        switch_group(),
+        creation_group(),
+        blocks_group(),
+    ]
 }
 
 // ---------------------------------------------------------------------------
