@@ -77,8 +77,8 @@ pub use crate::storage::{swap_current, RawBlock};
 /// The grammar is that of [`std::thread_local!`]: any number of
 /// `#[attrs] vis static NAME: TYPE = INIT;`, the last `;` optional. `INIT` is
 /// either an expression, run lazily on the first access in each coroutine, or
-/// `const { EXPR }`, a constant already in place in every block (no check at
-/// all on access). Doc comments, `#[cfg]`, `#[allow]` and visibility carry
+/// `const { EXPR }`, a constant already in place in every block (no
+/// initialisation check on access). Doc comments, `#[cfg]`, `#[allow]` and visibility carry
 /// over. Each declaration becomes `vis static NAME: co_local::LocalKey<TYPE>`.
 ///
 /// `TYPE` must be `'static`, nothing else: not `Send`, not `Sync`.

@@ -11,9 +11,9 @@
 //! - the access path used by [`LocalKey`]: read `CURRENT`, add the offset,
 //!   check the state byte for values that have one.
 //!
-//! A block is `[Header | values...]`. A value with a state byte (lazy values,
-//! and constants whose type has a destructor) has it right after the value,
-//! so one offset finds both.
+//! A block is `[Header | values...]`. A lazy value has its state byte right
+//! after it, so one offset finds both; constants have none (the header tracks
+//! the destruction of those with a destructor).
 
 use core::cell::{Cell, RefCell, UnsafeCell};
 use core::mem::{align_of, needs_drop, size_of, MaybeUninit};

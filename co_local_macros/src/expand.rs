@@ -80,7 +80,7 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
 fn generated_doc(ty: &Type, is_const: bool) -> String {
     let init = if is_const {
         "Initialised from a constant (`const { }`): the value is already in place in every \
-         coroutine's block, and an access checks nothing."
+         coroutine's block, and an access makes no initialisation check."
     } else {
         "Initialised lazily: the initialiser runs on the first access in each coroutine (and \
          in each thread, outside coroutines)."
