@@ -132,7 +132,11 @@ fn scaling(me: &Path) -> std::io::Result<()> {
             "### scaling: a block's life with this suite's declarations and with 2,000 more \
              (`const {{}}` and lazy `RefCell<Vec<u64>>`), none of them touched\n"
         );
-        println!("| case | {} | {} | ratio |\n|---|---:|---:|---:|", describe(me), describe(&many_drop));
+        println!(
+            "| case | {} | {} | ratio |\n|---|---:|---:|---:|",
+            describe(me),
+            describe(&many_drop)
+        );
         for case in [
             "Locals::new + drop",
             "Locals::new + const RefCell<Vec> access + drop",
@@ -145,7 +149,11 @@ fn scaling(me: &Path) -> std::io::Result<()> {
             println!("| {case} | {few:.2} | {many:.2} | {:.3} |", many / few);
         }
         println!();
-        println!("{}: {}", describe(&many_drop), system::block_info_of(&many_drop)?);
+        println!(
+            "{}: {}",
+            describe(&many_drop),
+            system::block_info_of(&many_drop)?
+        );
     } else {
         println!("scaling: the `many_drop` bench binary is not built; run `cargo bench`");
     }

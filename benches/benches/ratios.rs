@@ -85,7 +85,10 @@ fn blocks_few_vs_many(rounds: usize, out: &mut impl std::io::Write) -> std::io::
         "co_runtime: create + lazy RefCell<Vec> access + drop",
     ] {
         let full = format!("blocks/{case}");
-        let exes = [("this suite (5 declarations)", &me), ("+ 2,000 with drop glue", &many_drop)];
+        let exes = [
+            ("this suite (5 declarations)", &me),
+            ("+ 2,000 with drop glue", &many_drop),
+        ];
         let mut samples = vec![Vec::new(); exes.len()];
         for r in 0..rounds {
             for i in 0..exes.len() {

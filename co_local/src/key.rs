@@ -7,86 +7,129 @@ use core::panic::{RefUnwindSafe, UnwindSafe};
 use crate::registry::Declaration;
 use crate::storage;
 
-/// A coroutine-local storage key which owns its contents.
+/// The handle of one [`co_local!`](crate::co_local) static: it finds that
+/// static's value in the block that is current on this thread.
 ///
-/// This key is made by the [`co_local!`](crate::co_local) macro and behaves
-/// like [`std::thread::LocalKey`], but per coroutine, not per thread: each
-/// coroutine of [`co_runtime`](https://docs.rs/co_runtime) (or each
-/// [`Locals`](crate::Locals) block of any runtime) sees its own copy of the
-/// value, and code outside every coroutine sees its thread's own copy. In a
-/// program that never starts a coroutine, a `co_local!` static behaves exactly
-/// like a `thread_local!` one.
+/// Every static that `co_local!` declares has this type. The key itself holds
+/// no value. Values live in *blocks*: each coroutine has one, each
+/// [`Locals`](crate::Locals) is one, and each thread has one more for code
+/// that runs outside every coroutine. An access reaches the copy in the block
+/// that is current at that moment: the running coroutine's (a coroutine of
+/// `co_runtime`, or a task of any runtime that enters a [`Locals`] around
+/// it), else the thread's own. So two coroutines that run the same code see
+/// two values, and a program that never starts a coroutine sees one value per
+/// thread, exactly as with `std::thread_local!`.
 ///
-/// The [`with`](LocalKey::with) method yields a reference to the contained
-/// value which cannot outlive the closure it is given. The reference stays
-/// valid for the whole closure, even if the coroutine suspends inside it and
-/// other coroutines run in the meantime.
+/// The methods are those of [`std::thread::LocalKey`], with the same
+/// signatures, and they panic in the corresponding situations; what they
+/// reach is the current block's copy instead of the thread's.
+/// [`with`](LocalKey::with) lends the value to a closure; the reference
+/// cannot leave the closure, and it stays valid for the whole call, even if
+/// the coroutine suspends inside it and other coroutines run (with their own
+/// values) before it is resumed.
 ///
-/// # Initialization and Destruction
+/// # Constants and lazy values
 ///
-/// A value declared with `const { EXPR }` is already in place in every block
-/// (the block is a copy of a template holding the constants), so an access
-/// checks nothing. Any other initialiser is run lazily, on the first access in
-/// each block; an access checks one state byte next to the value.
+/// A value declared as `const { EXPR }` whose type has no destructor is
+/// computed once for the whole program, into a template; every new block
+/// starts as a copy of that template, so the value is in place from the
+/// block's creation and an access makes no check at all.
 ///
-/// An initialiser that panics leaves the value not made: the next access runs
-/// the initialiser again. An initialiser may reach its own key (the inner
-/// access runs the initialiser again and makes the value) or suspend the
-/// coroutine; when the outer initialiser returns, its value wins, as with
-/// `std`: a value made meanwhile (by the inner access, or by a `set` from
-/// outside, such as `co_runtime`'s `Coroutine::with_locals`) is dropped and
-/// replaced.
+/// Any other value carries one state byte (not made / alive / destroyed),
+/// which each access tests: a lazy value is made by its initialiser on the
+/// first access in each block; a `const {}` value whose type has a
+/// destructor (a `RefCell<Vec<T>>`, say) is put in place on the first
+/// access, so that, as with std's thread-locals, only blocks that reached it
+/// run its destructor.
 ///
-/// A block's values are destroyed when its coroutine finishes or is dropped,
-/// when its [`Locals`](crate::Locals) is dropped, or, for the thread's own
-/// block, when the thread exits: each value that was made is dropped exactly
-/// once, with its block current. During destruction,
-/// [`try_with`](LocalKey::try_with) on a value that is being or has been
-/// destroyed returns [`AccessError`], and so does a lazy value that was never
-/// made (it is not made while its block is being destroyed). Values of the
-/// same block that are still alive remain reachable.
+/// If an initialiser panics, the value stays not made and the next access in
+/// that block runs it again. An initialiser may reach its own key, or
+/// suspend its coroutine while someone else (such as `co_runtime`'s
+/// `Coroutine::with_locals`) makes the value: neither is undefined
+/// behaviour. The value made first is kept, because references to it may
+/// be alive, and the value the late initialiser returns is dropped (std
+/// keeps the outer one instead). [`set`](LocalKey::set) gives a block its
+/// value without running the initialiser at all.
 ///
-/// The order in which one block's values are destroyed is unspecified (today:
-/// constants with a destructor, then lazy values, each in registry order);
-/// don't rely on it. As in std, a destructor that reaches its own key gets
-/// [`AccessError`].
+/// # Destruction
 ///
-/// # Single-thread Synchronization
+/// A block dies with its owner: when its coroutine finishes or is dropped,
+/// when its [`Locals`] is dropped, or, for the thread's own block, at thread
+/// exit. Its values are dropped with that block current, each value that was
+/// made (or, for a constant with a destructor, reached) exactly once; the
+/// order among them is unspecified, so don't rely on it. The cost is that
+/// of the values the block made, whatever the number of declarations.
 ///
-/// A block is only ever used by the thread that made it (coroutines and
-/// [`Locals`](crate::Locals) are not `Send`), so the type needs no `Send` or
-/// `Sync` bound, and interior mutability through [`Cell`] or [`RefCell`] is
-/// the usual way to change a value.
+/// Code that runs meanwhile, in one of those destructors, still reaches the
+/// values of the block that have not been dropped yet. For the others
+/// [`try_with`](LocalKey::try_with) returns [`AccessError`], and every method
+/// that cannot fail panics with a message naming the static:
+///
+/// - a value whose destructor is running or has run (so a destructor that
+///   reaches its own key gets [`AccessError`]);
+/// - a value never made (or reached) in this block: a dying block makes no
+///   new value.
+///
+/// Outside every coroutine, once the thread's own block has been destroyed at
+/// thread exit, accesses fail the same way.
+///
+/// # Next to other coroutine libraries
+///
+/// Another library's coroutine (corosensei, generator, a fiber) may suspend
+/// inside a [`with`](LocalKey::with) closure, and the block's owner may be
+/// dropped before it is resumed. The block then stays, with its values,
+/// until the closure returns: `with` keeps its block alive while its closure
+/// runs (the `Cell` and `RefCell` shortcuts run no code of yours under the
+/// reference, so they need not). See [`Locals::resume`](crate::Locals::resume)
+/// for giving such coroutines values of their own.
+///
+/// # No `Send` or `Sync` bound
+///
+/// A block never leaves the thread that made it (coroutines and [`Locals`]
+/// are not `Send`), so the value's type needs neither bound. Several
+/// references to one value can be alive at once (nested calls, or a
+/// coroutine suspended inside [`with`](LocalKey::with)), so only `&T` is
+/// handed out: change a value through a [`Cell`] or a [`RefCell`], for which
+/// `LocalKey` has shortcuts (`get`, `set`, `with_borrow_mut`, …).
 ///
 /// # Examples
+///
+/// Each block has its own copy; [`Locals::enter`](crate::Locals::enter)
+/// stands in here for a coroutine's block, as `co_runtime` makes it current
+/// on each resume:
 ///
 /// ```
 /// use std::cell::Cell;
 /// use co_local::{co_local, Locals};
 ///
 /// co_local! {
-///     static DEPTH: Cell<u32> = const { Cell::new(0) };
+///     /// The monitor whose command is running, if any.
+///     static CUR_MON: Cell<Option<u32>> = const { Cell::new(None) };
 /// }
 ///
-/// DEPTH.set(1); // the thread's own copy
+/// let mut command_a = Locals::new();
+/// let mut command_b = Locals::new();
+/// command_a.enter(|| CUR_MON.set(Some(1)));
+/// command_b.enter(|| CUR_MON.set(Some(2)));
 ///
-/// let mut task = Locals::new(); // a block, as one coroutine would have
-/// task.enter(|| {
-///     assert_eq!(DEPTH.get(), 0); // its own copy, from the constant
-///     DEPTH.set(7);
-/// });
-///
-/// assert_eq!(DEPTH.get(), 1);
-/// assert_eq!(task.enter(|| DEPTH.get()), 7);
+/// // Code outside every coroutine has not been touched...
+/// assert_eq!(CUR_MON.get(), None);
+/// // ...and each command finds its own monitor when it runs again.
+/// assert_eq!(command_a.enter(|| CUR_MON.get()), Some(1));
+/// assert_eq!(command_b.enter(|| CUR_MON.get()), Some(2));
 /// ```
 ///
-/// # Platform-specific behavior
+/// # Platforms
 ///
-/// Declarations are collected at link time by [`linkme`], which supports
-/// Linux, macOS, iOS, Windows, FreeBSD, illumos, and bare-metal ELF targets.
-/// The current-block pointer is one `std::thread_local!` pointer, so the
-/// thread-local storage caveats of the platform apply to it (for example,
-/// whether the thread's own block is destroyed on the main thread at exit).
+/// `co_local!` collects its declarations with the `linkme` crate at link
+/// time, so it works on the targets `linkme` supports (Linux, macOS, iOS,
+/// Windows, FreeBSD, illumos, bare-metal ELF, …). The current-block pointer
+/// and the thread's own block are `std::thread_local!` statics, so whatever
+/// the platform does with thread-local destructors applies to the thread's
+/// own block; for example, whether it is destroyed when the main thread
+/// exits.
+///
+/// [`Locals`]: crate::Locals
 pub struct LocalKey<T: 'static> {
     pub(crate) decl: &'static Declaration,
     pub(crate) init: fn() -> T,
@@ -124,25 +167,44 @@ impl<T: 'static> LocalKey<T> {
         LocalKey { decl, init, lazy }
     }
 
-    /// Acquires a reference to the value in this coroutine's block.
+    /// Calls `f` with the current block's value and returns what `f` returns.
     ///
-    /// This will lazily initialize the value if this coroutine has not
-    /// referenced this key yet.
+    /// A lazy value that the current block has not made yet is made first, by
+    /// running its initialiser.
     ///
     /// # Panics
     ///
-    /// This function will `panic!()` if the key currently has its destructor
-    /// running, and it **may** panic if the destructor has previously been
-    /// run for this block.
+    /// Panics, naming the static, where [`try_with`](LocalKey::try_with)
+    /// returns [`AccessError`]: while the current block is being destroyed,
+    /// for a value already dropped or being dropped, or a lazy value never
+    /// made in it; outside coroutines, after the thread's own block is gone.
+    /// A panic of the initialiser also comes out of this call.
     ///
     /// # Examples
     ///
+    /// A lazy value is made once in each block that reaches it:
+    ///
     /// ```
-    /// co_local::co_local! {
-    ///     static NAME: String = String::from("main");
+    /// use std::cell::Cell;
+    /// use co_local::{co_local, Locals};
+    ///
+    /// thread_local! {
+    ///     static TABLES_MADE: Cell<u32> = const { Cell::new(0) };
     /// }
     ///
-    /// NAME.with(|name| assert_eq!(name, "main"));
+    /// co_local! {
+    ///     static SQUARES: Vec<u64> = {
+    ///         TABLES_MADE.set(TABLES_MADE.get() + 1);
+    ///         (0..16).map(|i| i * i).collect()
+    ///     };
+    /// }
+    ///
+    /// let mut a = Locals::new();
+    /// let mut b = Locals::new();
+    /// assert_eq!(a.enter(|| SQUARES.with(|t| t[3])), 9);
+    /// assert_eq!(a.enter(|| SQUARES.with(|t| t.len())), 16); // made already
+    /// assert_eq!(b.enter(|| SQUARES.with(|t| t[5])), 25);
+    /// assert_eq!(TABLES_MADE.get(), 2); // one table per block that asked
     /// ```
     #[track_caller]
     #[inline]
@@ -153,26 +215,60 @@ impl<T: 'static> LocalKey<T> {
         storage::with(self, f)
     }
 
-    /// Acquires a reference to the value in this coroutine's block.
+    /// Calls `f` with the current block's value, or returns [`AccessError`]
+    /// if the value cannot be reached.
     ///
-    /// This will lazily initialize the value if this coroutine has not
-    /// referenced this key yet. If the key has been destroyed (or is being
-    /// destroyed, or is a lazy value not made before its block started being
-    /// destroyed), this function will return an [`AccessError`].
+    /// While the current block is being destroyed, a value already dropped or
+    /// being dropped cannot be reached, nor can a lazy value this block never
+    /// made (a dying block makes no new value). Outside coroutines, no value
+    /// can be reached once the thread's own block has been destroyed at
+    /// thread exit. In every other case this makes a lazy value if needed and calls
+    /// `f`, like [`with`](LocalKey::with). This is the method for code that
+    /// may run in a destructor.
     ///
     /// # Panics
     ///
-    /// This function will still `panic!()` if the key is uninitialized and
-    /// the key's initializer panics.
+    /// A panic of the initialiser comes out of this call.
     ///
     /// # Examples
     ///
+    /// What a destructor sees while its block dies:
+    ///
     /// ```
-    /// co_local::co_local! {
-    ///     static ANSWER: u32 = 42;
+    /// use std::cell::Cell;
+    /// use co_local::{co_local, Locals};
+    ///
+    /// thread_local! {
+    ///     static CHECKED: Cell<bool> = const { Cell::new(false) };
     /// }
     ///
-    /// assert_eq!(ANSWER.try_with(|v| *v), Ok(42));
+    /// struct Session;
+    ///
+    /// impl Drop for Session {
+    ///     fn drop(&mut self) {
+    ///         // Its own value is going away.
+    ///         assert!(SESSION.try_with(|_| ()).is_err());
+    ///         // A lazy value this block never made is not made now.
+    ///         assert!(GREETING.try_with(|_| ()).is_err());
+    ///         // A constant with nothing to drop stays readable.
+    ///         assert_eq!(REQUESTS.try_with(Cell::get), Ok(2));
+    ///         CHECKED.set(true);
+    ///     }
+    /// }
+    ///
+    /// co_local! {
+    ///     static SESSION: Session = Session;
+    ///     static GREETING: String = String::from("hello");
+    ///     static REQUESTS: Cell<u32> = const { Cell::new(0) };
+    /// }
+    ///
+    /// let mut task = Locals::new();
+    /// task.enter(|| {
+    ///     SESSION.with(|_| ()); // makes it
+    ///     REQUESTS.set(2);
+    /// });
+    /// drop(task); // destroys the task's values, its block current
+    /// assert!(CHECKED.get());
     /// ```
     #[inline]
     pub fn try_with<F, R>(&'static self, f: F) -> Result<R, AccessError>
@@ -183,13 +279,28 @@ impl<T: 'static> LocalKey<T> {
     }
 
     /// The registry entry of this key: name, module, type, size, alignment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    ///
+    /// co_local::co_local! {
+    ///     static TRACE: RefCell<Vec<u32>> = RefCell::new(Vec::new());
+    /// }
+    ///
+    /// let decl = TRACE.declaration();
+    /// assert_eq!(decl.name(), "TRACE");
+    /// assert!(!decl.is_const()); // lazy: one state byte in each block
+    /// ```
     pub fn declaration(&'static self) -> &'static Declaration {
         self.decl
     }
 
-    /// Acquires a reference to the value, initializing it with `init` if it
-    /// was not made yet (the initializer is then not run); `f` gets `init`
-    /// back if it was not used.
+    /// Calls `f` with the current block's value, making a lazy value not
+    /// made yet from `init` rather than from its initialiser. `f` receives
+    /// `Some(init)` if `init` was not needed (the value existed), `None` if it
+    /// became the value.
     #[track_caller]
     fn initialize_with<F, R>(&'static self, init: T, f: F) -> R
     where
@@ -218,62 +329,71 @@ pub(crate) fn panic_access_error(name: &str, err: AccessError) -> ! {
 }
 
 impl<T: 'static> LocalKey<Cell<T>> {
-    /// Sets or initializes the contained value.
+    /// Stores `value` in the current block's cell.
     ///
-    /// Unlike the other methods, this will *not* run the lazy initializer of
-    /// the coroutine local. Instead, it will be directly initialized with the
-    /// given value if it wasn't initialized yet.
+    /// If the cell is lazy and this block has not made it yet, `value`
+    /// becomes its content and the initialiser never runs in this block. So
+    /// a runtime, or a dispatcher, can give each coroutine its own value
+    /// before it starts, even where the declared initialiser is only a
+    /// fallback or has none that makes sense.
     ///
     /// # Panics
     ///
-    /// Panics if the key currently has its destructor running, and it **may**
-    /// panic if the destructor has previously been run for this block.
+    /// Panics, naming the static, if the value cannot be reached (see
+    /// [`try_with`](LocalKey::try_with)): while its block is being
+    /// destroyed, `set` does not bring a dropped or never-made value back.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::cell::Cell;
+    /// use co_local::{co_local, Locals};
     ///
-    /// co_local::co_local! {
-    ///     static X: Cell<i32> = panic!("!");
+    /// co_local! {
+    ///     // Every task must be given a deadline: reading it first is a bug.
+    ///     static DEADLINE_MS: Cell<u64> = panic!("no deadline set for this task");
     /// }
     ///
-    /// // Calling X.get() here would result in a panic.
-    ///
-    /// X.set(123); // But X.set() is fine, as it skips the initializer above.
-    ///
-    /// assert_eq!(X.get(), 123);
+    /// let mut task = Locals::new();
+    /// task.enter(|| DEADLINE_MS.set(250)); // made from 250, no initialiser
+    /// assert_eq!(task.enter(|| DEADLINE_MS.get()), 250);
+    /// task.enter(|| DEADLINE_MS.set(500)); // exists now: overwritten
+    /// assert_eq!(task.enter(|| DEADLINE_MS.get()), 500);
     /// ```
     #[track_caller]
     pub fn set(&'static self, value: T) {
-        // The old value is dropped after the access: its destructor is user
-        // code, which must not run while the reference into the block lives.
+        // `unused` comes back when the block already held a cell: its
+        // content is swapped for the new one. The old content is dropped
+        // after the access: its destructor is user code, which must not run
+        // while the reference into the block lives.
         let old = self.initialize_with(Cell::new(value), |unused, cell| {
             unused.map(|value| cell.replace(value.into_inner()))
         });
         drop(old);
     }
 
-    /// Returns a copy of the contained value.
+    /// A copy of the content of the current block's cell.
     ///
-    /// This will lazily initialize the value if this coroutine has not
-    /// referenced this key yet.
+    /// A lazy cell is made on this block's first access, this one included.
     ///
     /// # Panics
     ///
-    /// Panics if the key currently has its destructor running, and it **may**
-    /// panic if the destructor has previously been run for this block.
+    /// Panics where [`with`](LocalKey::with) does.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::cell::Cell;
+    /// use co_local::{co_local, Locals};
     ///
-    /// co_local::co_local! {
-    ///     static X: Cell<i32> = const { Cell::new(1) };
+    /// co_local! {
+    ///     static RETRIES_LEFT: Cell<u32> = const { Cell::new(3) };
     /// }
     ///
-    /// assert_eq!(X.get(), 1);
+    /// let mut task = Locals::new();
+    /// task.enter(|| RETRIES_LEFT.set(RETRIES_LEFT.get() - 1));
+    /// assert_eq!(task.enter(|| RETRIES_LEFT.get()), 2);
+    /// assert_eq!(RETRIES_LEFT.get(), 3); // the thread's copy: still the constant
     /// ```
     #[track_caller]
     pub fn get(&'static self) -> T
@@ -283,27 +403,30 @@ impl<T: 'static> LocalKey<Cell<T>> {
         storage::with_brief(self, Cell::get)
     }
 
-    /// Takes the contained value, leaving `Default::default()` in its place.
+    /// Moves the content out of the current block's cell and leaves
+    /// `T::default()` there.
     ///
-    /// This will lazily initialize the value if this coroutine has not
-    /// referenced this key yet.
+    /// A lazy cell is made first if this block has not made it yet.
     ///
     /// # Panics
     ///
-    /// Panics if the key currently has its destructor running, and it **may**
-    /// panic if the destructor has previously been run for this block.
+    /// Panics where [`with`](LocalKey::with) does.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::cell::Cell;
+    /// use co_local::{co_local, Locals};
     ///
-    /// co_local::co_local! {
-    ///     static X: Cell<Option<i32>> = const { Cell::new(Some(1)) };
+    /// co_local! {
+    ///     static CUR_MON: Cell<Option<u32>> = const { Cell::new(None) };
     /// }
     ///
-    /// assert_eq!(X.take(), Some(1));
-    /// assert_eq!(X.take(), None);
+    /// let mut command = Locals::new();
+    /// command.enter(|| CUR_MON.set(Some(4)));
+    /// // Handing the monitor back clears the command's copy.
+    /// assert_eq!(command.enter(|| CUR_MON.take()), Some(4));
+    /// assert_eq!(command.enter(|| CUR_MON.get()), None);
     /// ```
     #[track_caller]
     pub fn take(&'static self) -> T
@@ -315,27 +438,37 @@ impl<T: 'static> LocalKey<Cell<T>> {
         storage::with_brief(self, |cell| cell.replace(value))
     }
 
-    /// Replaces the contained value, returning the old value.
+    /// Puts `value` in the current block's cell and returns what was there.
     ///
-    /// This will lazily initialize the value if this coroutine has not
-    /// referenced this key yet.
+    /// A lazy cell is made first if this block has not made it yet, so the
+    /// first `replace` returns the initialiser's value.
     ///
     /// # Panics
     ///
-    /// Panics if the key currently has its destructor running, and it **may**
-    /// panic if the destructor has previously been run for this block.
+    /// Panics where [`with`](LocalKey::with) does.
     ///
     /// # Examples
     ///
+    /// Saving and restoring around a nested call, per coroutine:
+    ///
     /// ```
     /// use std::cell::Cell;
+    /// use co_local::{co_local, Locals};
     ///
-    /// co_local::co_local! {
-    ///     static X: Cell<i32> = const { Cell::new(1) };
+    /// co_local! {
+    ///     static DEPTH: Cell<u32> = const { Cell::new(0) };
     /// }
     ///
-    /// assert_eq!(X.replace(2), 1);
-    /// assert_eq!(X.replace(3), 2);
+    /// fn nested<R>(f: impl FnOnce() -> R) -> R {
+    ///     let outer = DEPTH.replace(DEPTH.get() + 1);
+    ///     let result = f();
+    ///     DEPTH.set(outer);
+    ///     result
+    /// }
+    ///
+    /// let mut task = Locals::new();
+    /// assert_eq!(task.enter(|| nested(|| nested(|| DEPTH.get()))), 2);
+    /// assert_eq!(task.enter(|| DEPTH.get()), 0);
     /// ```
     #[track_caller]
     pub fn replace(&'static self, value: T) -> T {
@@ -344,28 +477,31 @@ impl<T: 'static> LocalKey<Cell<T>> {
 }
 
 impl<T: 'static> LocalKey<RefCell<T>> {
-    /// Acquires a reference to the contained value.
+    /// Calls `f` with a shared borrow of the current block's `RefCell`
+    /// content.
     ///
-    /// This will lazily initialize the value if this coroutine has not
-    /// referenced this key yet.
+    /// A lazy value is made first if this block has not made it yet.
     ///
     /// # Panics
     ///
-    /// Panics if the value is currently mutably borrowed.
-    ///
-    /// Panics if the key currently has its destructor running, and it **may**
-    /// panic if the destructor has previously been run for this block.
+    /// Panics if the content is mutably borrowed at the time, for example by
+    /// an enclosing [`with_borrow_mut`](LocalKey::with_borrow_mut) on the
+    /// same key in the same block; and where [`with`](LocalKey::with) does.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::cell::RefCell;
+    /// use co_local::{co_local, Locals};
     ///
-    /// co_local::co_local! {
-    ///     static X: RefCell<Vec<i32>> = RefCell::new(Vec::new());
+    /// co_local! {
+    ///     static PATH: RefCell<Vec<&'static str>> = RefCell::new(vec!["/"]);
     /// }
     ///
-    /// X.with_borrow(|v| assert!(v.is_empty()));
+    /// let mut task = Locals::new();
+    /// task.enter(|| PATH.with_borrow_mut(|p| p.push("etc")));
+    /// assert_eq!(task.enter(|| PATH.with_borrow(|p| p.join(""))), "/etc");
+    /// assert_eq!(PATH.with_borrow(|p| p.len()), 1); // the thread's own, made now
     /// ```
     #[track_caller]
     pub fn with_borrow<F, R>(&'static self, f: F) -> R
@@ -375,30 +511,37 @@ impl<T: 'static> LocalKey<RefCell<T>> {
         self.with(|cell| f(&cell.borrow()))
     }
 
-    /// Acquires a mutable reference to the contained value.
+    /// Calls `f` with a mutable borrow of the current block's `RefCell`
+    /// content.
     ///
-    /// This will lazily initialize the value if this coroutine has not
-    /// referenced this key yet.
+    /// A lazy value is made first if this block has not made it yet.
     ///
     /// # Panics
     ///
-    /// Panics if the value is currently borrowed.
-    ///
-    /// Panics if the key currently has its destructor running, and it **may**
-    /// panic if the destructor has previously been run for this block.
+    /// Panics if the content is borrowed at the time, mutably or not (as
+    /// inside another `with_borrow` or `with_borrow_mut` on the same key in
+    /// the same block); and where [`with`](LocalKey::with) does.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::cell::RefCell;
+    /// use std::collections::HashSet;
+    /// use co_local::{co_local, Locals};
     ///
-    /// co_local::co_local! {
-    ///     static X: RefCell<Vec<i32>> = RefCell::new(Vec::new());
+    /// co_local! {
+    ///     static SEEN: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
     /// }
     ///
-    /// X.with_borrow_mut(|v| v.push(1));
+    /// fn first_time(id: u32) -> bool {
+    ///     SEEN.with_borrow_mut(|seen| seen.insert(id))
+    /// }
     ///
-    /// X.with_borrow(|v| assert_eq!(*v, vec![1]));
+    /// let mut a = Locals::new();
+    /// let mut b = Locals::new();
+    /// assert!(a.enter(|| first_time(7)));
+    /// assert!(!a.enter(|| first_time(7)));
+    /// assert!(b.enter(|| first_time(7))); // `b` keeps its own set
     /// ```
     #[track_caller]
     pub fn with_borrow_mut<F, R>(&'static self, f: F) -> R
@@ -408,33 +551,32 @@ impl<T: 'static> LocalKey<RefCell<T>> {
         self.with(|cell| f(&mut cell.borrow_mut()))
     }
 
-    /// Sets or initializes the contained value.
+    /// Stores `value` in the current block's `RefCell`, dropping the old
+    /// content if there was one.
     ///
-    /// Unlike the other methods, this will *not* run the lazy initializer of
-    /// the coroutine local. Instead, it will be directly initialized with the
-    /// given value if it wasn't initialized yet.
+    /// If the value is lazy and this block has not made it yet, `value`
+    /// becomes its content and the initialiser never runs in this block:
+    /// the way to give a coroutine its own value before it starts.
     ///
     /// # Panics
     ///
-    /// Panics if the value is currently borrowed.
-    ///
-    /// Panics if the key currently has its destructor running, and it **may**
-    /// panic if the destructor has previously been run for this block.
+    /// Panics if the content is borrowed at the time; and, naming the static,
+    /// if the value cannot be reached (see [`try_with`](LocalKey::try_with)).
     ///
     /// # Examples
     ///
     /// ```
     /// use std::cell::RefCell;
+    /// use co_local::{co_local, Locals};
     ///
-    /// co_local::co_local! {
-    ///     static X: RefCell<Vec<i32>> = panic!("!");
+    /// co_local! {
+    ///     // By default, the process's arguments; a task can be given others.
+    ///     static ARGS: RefCell<Vec<String>> = RefCell::new(std::env::args().collect());
     /// }
     ///
-    /// // Calling X.with() here would result in a panic.
-    ///
-    /// X.set(vec![1, 2, 3]); // But X.set() is fine, as it skips the initializer above.
-    ///
-    /// X.with_borrow(|v| assert_eq!(*v, vec![1, 2, 3]));
+    /// let mut task = Locals::new();
+    /// task.enter(|| ARGS.set(vec![String::from("--quiet")])); // no initialiser run
+    /// assert_eq!(task.enter(|| ARGS.with_borrow(|a| a.join(" "))), "--quiet");
     /// ```
     #[track_caller]
     pub fn set(&'static self, value: T) {
@@ -452,34 +594,39 @@ impl<T: 'static> LocalKey<RefCell<T>> {
         }
     }
 
-    /// Takes the contained value, leaving `Default::default()` in its place.
+    /// Moves the content out of the current block's `RefCell` and leaves
+    /// `T::default()` there.
     ///
-    /// This will lazily initialize the value if this coroutine has not
-    /// referenced this key yet.
+    /// A lazy value is made first if this block has not made it yet.
     ///
     /// # Panics
     ///
-    /// Panics if the value is currently borrowed.
-    ///
-    /// Panics if the key currently has its destructor running, and it **may**
-    /// panic if the destructor has previously been run for this block.
+    /// Panics if the content is borrowed at the time; and where
+    /// [`with`](LocalKey::with) does.
     ///
     /// # Examples
     ///
+    /// Collecting what a task logged, when it is over:
+    ///
     /// ```
     /// use std::cell::RefCell;
+    /// use co_local::{co_local, Locals};
     ///
-    /// co_local::co_local! {
-    ///     static X: RefCell<Vec<i32>> = RefCell::new(Vec::new());
+    /// co_local! {
+    ///     static LOG: RefCell<Vec<String>> = RefCell::new(Vec::new());
     /// }
     ///
-    /// X.with_borrow_mut(|v| v.push(1));
+    /// fn log(line: &str) {
+    ///     LOG.with_borrow_mut(|l| l.push(line.to_owned()));
+    /// }
     ///
-    /// let a = X.take();
-    ///
-    /// assert_eq!(a, vec![1]);
-    ///
-    /// X.with_borrow(|v| assert!(v.is_empty()));
+    /// let mut task = Locals::new();
+    /// task.enter(|| {
+    ///     log("connect");
+    ///     log("send");
+    /// });
+    /// assert_eq!(task.enter(|| LOG.take()), ["connect", "send"]);
+    /// assert!(task.enter(|| LOG.with_borrow(Vec::is_empty)));
     /// ```
     #[track_caller]
     pub fn take(&'static self) -> T
@@ -490,31 +637,32 @@ impl<T: 'static> LocalKey<RefCell<T>> {
         self.replace(T::default())
     }
 
-    /// Replaces the contained value, returning the old value.
+    /// Puts `value` in the current block's `RefCell` and returns what was
+    /// there.
     ///
-    /// This will lazily initialize the value if this coroutine has not
-    /// referenced this key yet.
+    /// A lazy value is made first if this block has not made it yet, so the
+    /// first `replace` returns the initialiser's value.
     ///
     /// # Panics
     ///
-    /// Panics if the value is currently borrowed.
-    ///
-    /// Panics if the key currently has its destructor running, and it **may**
-    /// panic if the destructor has previously been run for this block.
+    /// Panics if the content is borrowed at the time; and where
+    /// [`with`](LocalKey::with) does.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::cell::RefCell;
+    /// use co_local::{co_local, Locals};
     ///
-    /// co_local::co_local! {
-    ///     static X: RefCell<Vec<i32>> = RefCell::new(Vec::new());
+    /// co_local! {
+    ///     static OUTPUT: RefCell<String> = RefCell::new(String::from("(empty)"));
     /// }
     ///
-    /// let prev = X.replace(vec![1, 2, 3]);
-    /// assert!(prev.is_empty());
-    ///
-    /// X.with_borrow(|v| assert_eq!(*v, vec![1, 2, 3]));
+    /// let mut task = Locals::new();
+    /// let first = task.enter(|| OUTPUT.replace(String::from("partial")));
+    /// assert_eq!(first, "(empty)"); // the initialiser's value
+    /// let second = task.enter(|| OUTPUT.replace(String::new()));
+    /// assert_eq!(second, "partial");
     /// ```
     #[track_caller]
     pub fn replace(&'static self, value: T) -> T {
@@ -526,8 +674,13 @@ impl<T: 'static> LocalKey<RefCell<T>> {
     }
 }
 
-/// An error returned by [`LocalKey::try_with`]: the value is being or has been
-/// destroyed, or is a lazy value whose block is being destroyed.
+/// The reason [`LocalKey::try_with`] gives for not reaching a value.
+///
+/// The current block is being destroyed and the value has been or is being
+/// dropped, or is a lazy value the block never made (a dying block makes no
+/// new value); or, outside every coroutine, the thread's own block has been
+/// destroyed at thread exit. The methods that cannot fail panic in the same
+/// cases. It has no public constructor.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct AccessError {
     _private: (),

@@ -32,11 +32,13 @@
 //!    binary are collected at link time: no registration call, no key limit.
 //! 2. **Layout.** On first use, the registry is laid out once, like
 //!    `.tdata`/`.tbss` for `__thread`: an offset per value, a template image
-//!    holding the constants, one state byte per lazy value (right after it).
+//!    holding the constants, one state byte per lazy value (right after it)
+//!    and per constant with a destructor, and a bitmap of what a block made,
+//!    so that destroying a block costs what it used.
 //! 3. **Blocks.** Each coroutine gets a block at creation: a copy of the
 //!    template ([`Locals`]). Lazy values are made on first access.
 //! 4. **One pointer.** A thread-local pointer names the current block; a
-//!    runtime swaps that pointer on each switch ([`swap_current`]) and
+//!    runtime swaps that pointer on each switch ([`Locals::resume`]) and
 //!    nothing else, whatever the number of variables.
 //!
 //! An access reads the pointer, adds the variable's offset and, for a lazy
@@ -45,11 +47,26 @@
 //!
 //! # For runtime authors
 //!
-//! Give each task a [`Locals`]. A runtime that runs tasks to completion, or
-//! polls them, can simply [`Locals::enter`] the task's block around each run.
-//! A stackful runtime switches stacks in the middle of a call, so it uses the
-//! low-level primitive [`swap_current`] around each context switch, and saves
-//! what the coroutine had current when it suspended (see its docs).
+//! Give each task a [`Locals`], and make it current whenever the task runs:
+//!
+//! - A stackful coroutine of another library (corosensei, generator, a
+//!   fiber) is switched in the middle of any call, and may suspend inside an
+//!   `enter` or a `with` of its own: wrap each switch into it in
+//!   [`Locals::resume`] (`locals.resume(|| co.resume(x))`), which remembers
+//!   what the coroutine left current and gives it back next time. It is
+//!   safe, and costs one pointer swap each way plus two comparisons.
+//! - Code that runs to completion on the caller's stack (a callback, a job)
+//!   can use [`Locals::enter`]. `enter` around a switch into a stackful
+//!   coroutine is sound too, but the coroutine then loses the block it had
+//!   entered when it suspended: use `resume` there.
+//! - [`swap_current`] is the unchecked primitive under both, for runtimes
+//!   that manage blocks themselves: `unsafe`, and its contract is theirs to
+//!   keep.
+//!
+//! Whatever another library does with its stacks, safe code never makes
+//! co_local read freed memory: a block dropped while something can still
+//! reach it is kept until nothing can, and a restore that finds its block
+//! gone makes the thread's own block current instead.
 //!
 //! # Introspection
 //!
@@ -77,8 +94,8 @@ pub use crate::storage::{swap_current, RawBlock};
 /// The grammar is that of [`std::thread_local!`]: any number of
 /// `#[attrs] vis static NAME: TYPE = INIT;`, the last `;` optional. `INIT` is
 /// either an expression, run lazily on the first access in each coroutine, or
-/// `const { EXPR }`, a constant already in place in every block (no check at
-/// all on access). Doc comments, `#[cfg]`, `#[allow]` and visibility carry
+/// `const { EXPR }`, a constant already in place in every block (no
+/// initialisation check on access). Doc comments, `#[cfg]`, `#[allow]` and visibility carry
 /// over. Each declaration becomes `vis static NAME: co_local::LocalKey<TYPE>`.
 ///
 /// `TYPE` must be `'static`, nothing else: not `Send`, not `Sync`.
@@ -131,9 +148,11 @@ pub fn declarations() -> &'static [Declaration] {
     storage::registry()
 }
 
-/// The bytes one block takes: the header, every value with its alignment
-/// padding, and one state byte per lazy value. Each coroutine costs one
-/// block, allocated once at creation (and recycled per thread).
+/// The bytes one block takes: the header (32 bytes), every value with its
+/// alignment padding, one state byte per value that has one (lazy values,
+/// and `const {}` values whose type has a destructor), and a bitmap of one
+/// bit per such value recording which ones the block made. Each coroutine
+/// costs one block, allocated once at creation (and recycled per thread).
 pub fn block_size() -> usize {
     storage::layout().size()
 }

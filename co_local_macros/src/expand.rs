@@ -88,8 +88,10 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
 /// initialised, and the accessors that apply to its type.
 fn generated_doc(ty: &Type, is_const: bool) -> String {
     let init = if is_const {
-        "Initialised from a constant (`const { }`): the value is already in place in every \
-         coroutine's block, and an access checks nothing."
+        "Initialised from a constant (`const { }`): no initialiser runs. A type without a \
+         destructor is already in place in every coroutine's block, and an access checks \
+         nothing; a type with one is put in place on the first access in each block, and \
+         only blocks that reached it run its destructor."
     } else {
         "Initialised lazily: the initialiser runs on the first access in each coroutine (and \
          in each thread, outside coroutines)."

@@ -1,4 +1,4 @@
-//! The procedural macro behind [`co_local::co_local!`]. Use that one: this
+//! The procedural macro behind `co_local::co_local!`. Use that one: this
 //! crate is an implementation detail, and its macro expects the path of the
 //! `co_local` crate as its first token.
 //!
@@ -7,8 +7,6 @@
 //! `co_local::LocalKey` static per declaration, registered in `co_local`'s
 //! `linkme` distributed slice. Every item the expansion names lives in
 //! `co_local::__private`.
-//!
-//! [`co_local::co_local!`]: https://docs.rs/co_local/latest/co_local/macro.co_local.html
 //!
 //! ```
 //! use std::cell::Cell;

@@ -231,9 +231,10 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// block of a [`Locals`](co_local::Locals) it entered and suspended in);
     /// when `resume` returns, the caller's block is current again.
     ///
-    /// Returns [`CoroutineResult::Yield`] with the value passed to `suspend`,
-    /// or [`CoroutineResult::Return`] with the closure's return value; the
-    /// coroutine is then done, and its co_local values have been destroyed.
+    /// A `suspend(value)` in the coroutine brings `value` back here as
+    /// [`CoroutineResult::Yield`]; the closure's return value comes back as
+    /// [`CoroutineResult::Return`], once the coroutine is done and its
+    /// co_local values have been destroyed.
     ///
     /// # Panics
     ///
@@ -264,7 +265,8 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         self.raw.resume(input)
     }
 
-    /// Whether the coroutine has been resumed at least once.
+    /// Whether `resume` has been called on this coroutine yet: `false`
+    /// until its closure starts.
     #[must_use]
     pub fn started(&self) -> bool {
         self.raw.started()

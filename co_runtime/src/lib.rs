@@ -56,7 +56,7 @@
 //! # Stacks
 //!
 //! Each coroutine runs on a stack with a guard page
-//! ([`context::stack::ProtectedFixedSizeStack`]) of [`DEFAULT_STACK_SIZE`]
+//! ([`ProtectedFixedSizeStack`] from `context`) of [`DEFAULT_STACK_SIZE`]
 //! bytes, or as set with [`Coroutine::with_stack_size`]. A stack overflow hits
 //! the guard page, and co_runtime prints "coroutine stack overflow" with the
 //! fault address and the stack's bounds and size before aborting, as std does
@@ -92,6 +92,9 @@
 //!
 //! [`Coroutine`] and [`Yielder`] are neither `Send` nor `Sync`: a coroutine
 //! runs on the thread that made it.
+//!
+//! [`context`]: https://docs.rs/context/3.0.0/context/
+//! [`ProtectedFixedSizeStack`]: https://docs.rs/context/3.0.0/context/stack/struct.ProtectedFixedSizeStack.html
 
 #![deny(missing_docs)]
 

@@ -268,7 +268,10 @@ fn destructors_reaching_each_other_each_run_once() {
     let log = CIRCULAR.lock().unwrap().clone();
     assert_eq!(log.len(), 2, "{log:?}");
     let names: Vec<_> = log.iter().map(|e| e.0).collect();
-    assert!(names.contains(&"left") && names.contains(&"right"), "{log:?}");
+    assert!(
+        names.contains(&"left") && names.contains(&"right"),
+        "{log:?}"
+    );
     // Whichever ran second found the first one destroyed.
     assert!(!log[1].1, "{log:?}");
 }
@@ -304,7 +307,8 @@ co_local! {
     static CHAIN_2: RefCell<Option<Chain>> = RefCell::new(None);
 }
 
-static CHAIN_KEYS: [&co_local::LocalKey<RefCell<Option<Chain>>>; 3] = [&CHAIN_0, &CHAIN_1, &CHAIN_2];
+static CHAIN_KEYS: [&co_local::LocalKey<RefCell<Option<Chain>>>; 3] =
+    [&CHAIN_0, &CHAIN_1, &CHAIN_2];
 
 #[test]
 fn destructors_in_destructors_in_destructors_each_run_once() {
