@@ -160,6 +160,7 @@ impl BlockInfo {
                         ![
                             "one",
                             "many",
+                            "many_drop",
                             "ratios",
                             "instructions",
                             "memory",
@@ -191,7 +192,16 @@ impl fmt::Display for BlockInfo {
             if self.block_size <= bound { "holds" } else { "does not hold" },
         )?;
         if !self.others.is_empty() {
-            write!(f, " (declared by dependencies: {})", self.others.join(", "))?;
+            let shown = self.others.len().min(5);
+            write!(
+                f,
+                " (declared by dependencies: {}",
+                self.others[..shown].join(", ")
+            )?;
+            if self.others.len() > shown {
+                write!(f, " and {} more", self.others.len() - shown)?;
+            }
+            f.write_str(")")?;
         }
         Ok(())
     }

@@ -5,6 +5,38 @@ pub use co_local_macros::co_local as co_local_impl;
 pub use core::module_path;
 pub use linkme;
 
+/// Not public API. The copy of an `#[inherit]` value: its `Clone`.
+pub fn inherit_clone<T: Inheritable>(value: &T) -> T {
+    value.inherit_copy()
+}
+
+/// Not public API. Stands for the copy function of a declaration without
+/// `#[inherit]`: never called.
+pub fn not_inherited<T>(_: &T) -> T {
+    unreachable!("co_local: a value without #[inherit] was copied into a new block")
+}
+
+/// Not public API. What `#[inherit]` needs of a value's type: `Clone`.
+#[diagnostic::on_unimplemented(
+    message = "`#[inherit]` copies the value into new coroutines, so `{Self}` must be `Clone`",
+    label = "this type is not `Clone`",
+    note = "derive or implement `Clone` for it, or make each copy with a function: \
+            `#[inherit(with = path::to::function)]`, where the function is a `fn(&{Self}) -> {Self}`"
+)]
+pub trait Inheritable {
+    /// The copy of `self` for a new block.
+    fn inherit_copy(&self) -> Self;
+}
+
+// Not recommended, so that a type that is not `Clone` gets the message of
+// `Inheritable` (what to do), not a bare "`Clone` is not implemented".
+#[diagnostic::do_not_recommend]
+impl<T: Clone> Inheritable for T {
+    fn inherit_copy(&self) -> Self {
+        self.clone()
+    }
+}
+
 /// Not public API. The registry every `co_local!` declaration is linked into.
 #[linkme::distributed_slice]
 pub static DECLARATIONS: [Declaration];

@@ -134,6 +134,8 @@ pub struct LocalKey<T: 'static> {
     pub(crate) decl: &'static Declaration,
     pub(crate) init: fn() -> T,
     pub(crate) lazy: bool,
+    /// Makes a new block's copy of an `#[inherit]` value.
+    pub(crate) inherit: fn(&T) -> T,
 }
 
 impl<T: 'static> fmt::Debug for LocalKey<T> {
@@ -163,8 +165,14 @@ impl<T: 'static> LocalKey<T> {
         decl: &'static Declaration,
         init: fn() -> T,
         lazy: bool,
+        inherit: fn(&T) -> T,
     ) -> Self {
-        LocalKey { decl, init, lazy }
+        LocalKey {
+            decl,
+            init,
+            lazy,
+            inherit,
+        }
     }
 
     /// Calls `f` with the current block's value and returns what `f` returns.
@@ -474,6 +482,63 @@ impl<T: 'static> LocalKey<Cell<T>> {
     pub fn replace(&'static self, value: T) -> T {
         storage::with_brief(self, |cell| cell.replace(value))
     }
+
+    /// Runs `f` with `value` as the content of the current block's cell, and
+    /// puts the previous content back afterwards, also if `f` panics or the
+    /// coroutine is dropped while suspended inside `f`.
+    ///
+    /// The override belongs to the block current when `scope` is called,
+    /// the running coroutine's: if `f` suspends the coroutine, others see
+    /// their own values meanwhile, and this one still sees `value` when it
+    /// goes on. The previous content goes back into that same block. Like
+    /// [`replace`](LocalKey::replace), a lazy value is made first.
+    ///
+    /// # Panics
+    ///
+    /// Panics, naming the static, while the current block is being
+    /// destroyed and the value is gone or was never made.
+    ///
+    /// # Examples
+    ///
+    /// A command that runs with the current monitor swapped for a temporary
+    /// one, as QEMU's `human-monitor-command` does:
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use co_local::co_local;
+    ///
+    /// co_local! {
+    ///     static CUR_MON: Cell<Option<u32>> = const { Cell::new(None) };
+    /// }
+    ///
+    /// CUR_MON.set(Some(1));
+    /// let seen = CUR_MON.scope(Some(99), || CUR_MON.get());
+    /// assert_eq!(seen, Some(99));
+    /// assert_eq!(CUR_MON.get(), Some(1));
+    /// ```
+    #[track_caller]
+    pub fn scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
+        struct PutBack<T: 'static> {
+            slot: storage::PinnedValue<Cell<T>>,
+            previous: Option<T>,
+        }
+        impl<T: 'static> Drop for PutBack<T> {
+            fn drop(&mut self) {
+                if let Some(previous) = self.previous.take() {
+                    // The scoped value's destructor runs here; the pin keeps
+                    // the cell alive through it.
+                    drop(self.slot.get().replace(previous));
+                }
+            }
+        }
+        let slot = storage::PinnedValue::of(self);
+        let previous = slot.get().replace(value);
+        let _put_back = PutBack {
+            slot,
+            previous: Some(previous),
+        };
+        f()
+    }
 }
 
 impl<T: 'static> LocalKey<RefCell<T>> {
@@ -671,6 +736,81 @@ impl<T: 'static> LocalKey<RefCell<T>> {
             Err(_) => Err(value),
         });
         swapped.unwrap_or_else(|value| already_borrowed(self.decl.name(), value))
+    }
+
+    /// Runs `f` with `value` as the content of the current block's
+    /// `RefCell`, and puts the previous content back afterwards, also if `f`
+    /// panics or the coroutine is dropped while suspended inside `f`.
+    ///
+    /// As for the `Cell` version, the override belongs to the block current
+    /// when `scope` is called, across suspensions inside `f`, and the
+    /// previous content goes back into that block.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the `RefCell` is borrowed when the value is swapped in or
+    /// back (as [`replace`](LocalKey::replace) would; while already
+    /// unwinding, the previous content is dropped instead of put back), and,
+    /// naming the static, while the current block is being destroyed and the
+    /// value is gone or was never made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use co_local::co_local;
+    ///
+    /// co_local! {
+    ///     static OUTPUT: RefCell<Vec<String>> = RefCell::new(Vec::new());
+    /// }
+    ///
+    /// OUTPUT.with_borrow_mut(|o| o.push(String::from("to the monitor")));
+    /// // Capture what a nested command writes, then restore the real output.
+    /// let captured = OUTPUT.scope(Vec::new(), || {
+    ///     OUTPUT.with_borrow_mut(|o| o.push(String::from("captured")));
+    ///     OUTPUT.take()
+    /// });
+    /// assert_eq!(captured, ["captured"]);
+    /// OUTPUT.with_borrow(|o| assert_eq!(*o, ["to the monitor"]));
+    /// ```
+    #[track_caller]
+    pub fn scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
+        struct PutBack<T: 'static> {
+            slot: storage::PinnedValue<RefCell<T>>,
+            previous: Option<T>,
+            name: &'static str,
+        }
+        impl<T: 'static> Drop for PutBack<T> {
+            fn drop(&mut self) {
+                let Some(previous) = self.previous.take() else {
+                    return;
+                };
+                let scoped = match self.slot.get().try_borrow_mut() {
+                    Ok(mut borrowed) => core::mem::replace(&mut *borrowed, previous),
+                    Err(_) if std::thread::panicking() => previous,
+                    Err(_) => already_borrowed(self.name, previous),
+                };
+                drop(scoped);
+            }
+        }
+        let slot = storage::PinnedValue::of(self);
+        let swapped = match slot.get().try_borrow_mut() {
+            Ok(mut borrowed) => Ok(core::mem::replace(&mut *borrowed, value)),
+            Err(_) => Err(value),
+        };
+        let previous = match swapped {
+            Ok(previous) => previous,
+            Err(value) => {
+                drop(slot);
+                already_borrowed(self.decl.name(), value)
+            }
+        };
+        let _put_back = PutBack {
+            slot,
+            previous: Some(previous),
+            name: self.decl.name(),
+        };
+        f()
     }
 }
 

@@ -61,6 +61,75 @@ impl Locals {
         Locals { block, resume }
     }
 
+    /// Makes a block that starts with a copy of each `#[inherit]` value
+    /// alive in the block current now (the running coroutine's, or the
+    /// thread's own outside every coroutine); every other value starts as in
+    /// [`Locals::new`]. A lazy value never made in the current block stays
+    /// unmade in the new one.
+    ///
+    /// The copies (`Clone`, or the declaration's `with` function) run now,
+    /// with the current block current; if one panics, the new block is
+    /// destroyed and the panic goes on. A binary without `#[inherit]`
+    /// declarations pays nothing for this over [`Locals::new`].
+    ///
+    /// `co_runtime`'s `Coroutine::new` makes its coroutine's block this way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use co_local::{co_local, Locals};
+    ///
+    /// co_local! {
+    ///     /// Follows the work into every block made from here.
+    ///     #[inherit]
+    ///     static REQUEST_ID: Cell<u64> = const { Cell::new(0) };
+    ///     /// Starts fresh in every block.
+    ///     static RETRIES: Cell<u32> = const { Cell::new(0) };
+    /// }
+    ///
+    /// REQUEST_ID.set(42);
+    /// RETRIES.set(3);
+    /// let mut sub_task = Locals::inherit();
+    /// assert_eq!(sub_task.enter(|| REQUEST_ID.get()), 42);
+    /// assert_eq!(sub_task.enter(|| RETRIES.get()), 0);
+    /// ```
+    pub fn inherit() -> Locals {
+        let block = Block::inherit();
+        let resume = Resume::new(&block);
+        Locals { block, resume }
+    }
+
+    /// Makes this block as [`Locals::new`] made it, without allocating: the
+    /// values made in it are destroyed (with it current, by the usual
+    /// rules), the constants are put back, and nothing is remembered by
+    /// [`resume`](Locals::resume). For runtimes that pool their coroutines.
+    ///
+    /// If something other than this `Locals` can still reach the old values
+    /// (a reference held by a suspended coroutine of another library), the
+    /// old block is handled as a dropped one (kept until that reference ends)
+    /// and a new block takes its place.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use co_local::{co_local, Locals};
+    ///
+    /// co_local! {
+    ///     static LOG: RefCell<Vec<&'static str>> = RefCell::new(Vec::new());
+    /// }
+    ///
+    /// let mut pooled = Locals::new();
+    /// pooled.enter(|| LOG.with_borrow_mut(|log| log.push("first job")));
+    /// pooled.reset();
+    /// assert!(pooled.enter(|| LOG.with_borrow(|log| log.is_empty())));
+    /// ```
+    pub fn reset(&mut self) {
+        self.block.reset();
+        self.resume = Resume::new(&self.block);
+    }
+
     /// Runs `f` with this block current on this thread, and makes the
     /// previous block current again afterwards, also if `f` panics.
     #[inline]

@@ -41,6 +41,7 @@ pub struct Declaration {
     align: usize,
     lazy: bool,
     needs_drop: bool,
+    inherits: bool,
     pub(crate) ops: &'static dyn ErasedKey,
     pub(crate) offset: Slot,
 }
@@ -59,6 +60,7 @@ impl Declaration {
         name: &'static str,
         module_path: &'static str,
         lazy: bool,
+        inherits: bool,
     ) -> Declaration {
         Declaration {
             name,
@@ -68,6 +70,7 @@ impl Declaration {
             align: core::mem::align_of::<T>(),
             lazy,
             needs_drop: core::mem::needs_drop::<T>(),
+            inherits,
             ops: key,
             offset: Slot::new(),
         }
@@ -104,6 +107,13 @@ impl Declaration {
         !self.lazy
     }
 
+    /// Whether the declaration has `#[inherit]`: a new coroutine, task or
+    /// [`Locals::inherit`](crate::Locals::inherit) block starts with a copy
+    /// of the value alive in the block current where it is made.
+    pub fn inherits(&self) -> bool {
+        self.inherits
+    }
+
     /// Whether the value's type has drop glue, so that blocks must destroy it.
     pub fn needs_drop(&self) -> bool {
         self.needs_drop
@@ -136,6 +146,7 @@ impl fmt::Debug for Declaration {
             .field("size", &self.size)
             .field("align", &self.align)
             .field("is_const", &self.is_const())
+            .field("inherits", &self.inherits)
             .finish_non_exhaustive()
     }
 }

@@ -14,11 +14,12 @@
 //!   check the state byte for values that have one.
 //!
 //! A block is `[Header | plain constants | values with a state byte | made
-//! bitmap]`. A value with a state byte (a lazy value, or a constant whose
-//! type has drop glue) has it right after the value, so one offset finds
-//! both; its bit in the bitmap says it was made in this block, so that
-//! destroying and cleaning the block costs what the block used, not what
-//! the binary declares.
+//! bitmap | summary]`. A value with a state byte (a lazy value, or a
+//! constant whose type has drop glue) has it right after the value, so one
+//! offset finds both; its bit in the bitmap says it was made in this block,
+//! and a bit of the summary says which bitmap words have a bit set, so that
+//! destroying and cleaning the block costs what the block used (plus a word
+//! per 4,096 declarations), not what the binary declares.
 //!
 //! # Who may reach a block
 //!
@@ -118,6 +119,16 @@ pub(crate) trait ErasedKey: Sync {
     /// `value` must point to an alive, aligned value of the key's type that
     /// nobody uses afterwards.
     unsafe fn drop_value(&self, value: *mut u8);
+
+    /// Writes to `dst` the copy of the value at `src` that a new block
+    /// inherits (the declaration's `Clone` or `with` function).
+    ///
+    /// # Safety
+    ///
+    /// `src` must point to an alive, aligned value of the key's type that
+    /// stays alive during the call; `dst` must be valid for an aligned write
+    /// of one, and hold nothing that needs dropping.
+    unsafe fn inherit_into(&self, src: *const u8, dst: *mut u8);
 }
 
 impl<T: 'static> ErasedKey for LocalKey<T> {
@@ -129,6 +140,13 @@ impl<T: 'static> ErasedKey for LocalKey<T> {
     unsafe fn drop_value(&self, value: *mut u8) {
         // SAFETY: the caller guarantees an alive, aligned, unused `T`.
         unsafe { ptr::drop_in_place(value.cast::<T>()) }
+    }
+
+    unsafe fn inherit_into(&self, src: *const u8, dst: *mut u8) {
+        // SAFETY: the caller guarantees an alive `T` at `src` for the call.
+        let copy = (self.inherit)(unsafe { &*src.cast::<T>() });
+        // SAFETY: the caller guarantees `dst` is valid for the write.
+        unsafe { dst.cast::<T>().write(copy) };
     }
 }
 
@@ -159,6 +177,14 @@ struct Stateful {
     drop: Option<&'static dyn ErasedKey>,
 }
 
+/// An `#[inherit]` declaration: where its value is, and how to copy it.
+struct Inherited {
+    value: usize,
+    /// For a value with a state byte: its state byte and bitmap index.
+    stateful: Option<(usize, usize)>,
+    ops: &'static dyn ErasedKey,
+}
+
 /// The layout of every block, computed once per process.
 ///
 /// A block is two regions: the *prefix* `[Header | plain constants]`, copied
@@ -177,8 +203,13 @@ pub(crate) struct Layout {
     stateful: Vec<Stateful>,
     /// Offset of the made bitmap (`u64` words, one bit per stateful value).
     bitmap: usize,
-    /// Words in the bitmap.
-    words: usize,
+    /// Offset of the summary of the bitmap: one bit per bitmap word that
+    /// has a bit set, so that destruction visits only those words.
+    summary: usize,
+    /// Words in the summary.
+    summary_words: usize,
+    /// The `#[inherit]` declarations, in registry order.
+    inherited: Vec<Inherited>,
     /// How many clean blocks each thread keeps for reuse.
     pool_max: usize,
 }
@@ -217,13 +248,18 @@ impl Layout {
         let prefix_plan = registry::plan(header, &shapes(&plain));
         let stateful_plan = registry::plan((prefix_plan.size, 1), &shapes(&stateful));
         let words = stateful.len().div_ceil(64);
+        let summary_words = words.div_ceil(64);
         let bitmap = stateful_plan
             .size
             .checked_next_multiple_of(align_of::<u64>())
             .unwrap_or_else(|| registry::too_large());
-        let size = words
+        let summary = words
             .checked_mul(size_of::<u64>())
             .and_then(|b| b.checked_add(bitmap))
+            .unwrap_or_else(|| registry::too_large());
+        let size = summary_words
+            .checked_mul(size_of::<u64>())
+            .and_then(|b| b.checked_add(summary))
             .unwrap_or_else(|| registry::too_large());
         let align = prefix_plan
             .align
@@ -234,7 +270,15 @@ impl Layout {
         }
 
         let mut prefix = vec![MaybeUninit::new(0u8); prefix_plan.size].into_boxed_slice();
+        let mut inherited = Vec::new();
         for (decl, &value) in plain.iter().zip(&prefix_plan.offsets) {
+            if decl.inherits() {
+                inherited.push(Inherited {
+                    value,
+                    stateful: None,
+                    ops: decl.ops,
+                });
+            }
             // SAFETY: we are inside the `OnceLock` initialiser, before the
             // layout is published: no thread reads any slot yet (see `Slot`).
             unsafe { *decl.offset.offset.get() = value };
@@ -253,6 +297,13 @@ impl Layout {
                 state: value + decl.size(),
                 drop: decl.needs_drop().then_some(decl.ops),
             });
+            if decl.inherits() {
+                inherited.push(Inherited {
+                    value,
+                    stateful: Some((value + decl.size(), index)),
+                    ops: decl.ops,
+                });
+            }
         }
         Layout {
             size,
@@ -260,7 +311,9 @@ impl Layout {
             prefix,
             stateful: entries,
             bitmap,
-            words,
+            summary,
+            summary_words,
+            inherited,
             pool_max: (POOL_BYTES / size).clamp(1, POOL_BLOCKS),
         }
     }
@@ -446,13 +499,153 @@ impl Block {
             );
         }
         // SAFETY: the block was just made.
-        unsafe { header(base.as_ptr()) }.born.set(EPOCH.get());
+        unsafe { header_mut_born(base.as_ptr()) };
         let _ = LIVE.try_with(|live| live.borrow_mut().insert(base.as_ptr() as usize));
         Block { base }
     }
 
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.base.as_ptr()
+    }
+
+    /// Makes a block that starts with a copy of each `#[inherit]` value
+    /// alive in the current block (the thread's own block outside every
+    /// coroutine). The copies run with the current block current; if one
+    /// panics, the new block is dropped (destroying the copies made) and the
+    /// panic goes on. With no `#[inherit]` declaration, this is
+    /// [`Block::new`].
+    pub(crate) fn inherit() -> Block {
+        let block = Block::new();
+        let layout = layout();
+        if layout.inherited.is_empty() {
+            return block;
+        }
+        let parent = CURRENT.get();
+        if parent.is_null() {
+            // The thread's own block is not made: only constants, which the
+            // new block has already.
+            return block;
+        }
+        struct Unpin(*mut u8);
+        impl Drop for Unpin {
+            fn drop(&mut self) {
+                // SAFETY: pinned below.
+                unsafe { unpin(self.0) };
+            }
+        }
+        // The copies are user code: the pin keeps the parent's memory and
+        // values while they run, whatever they do.
+        // SAFETY: `parent` is current, so not freed.
+        unsafe { pin(parent) };
+        let _unpin = Unpin(parent);
+        let child = block.as_ptr();
+        for entry in &layout.inherited {
+            match entry.stateful {
+                None => {
+                    // SAFETY: plain constants are alive in every block; the
+                    // new block's copy has no drop glue, so it may be
+                    // overwritten. Both offsets are in the plan.
+                    unsafe {
+                        entry
+                            .ops
+                            .inherit_into(parent.add(entry.value), child.add(entry.value));
+                    }
+                }
+                Some((state, index)) => {
+                    // SAFETY: the state byte is in the pinned parent block.
+                    if unsafe { *parent.add(state) } != ALIVE {
+                        continue;
+                    }
+                    // SAFETY: the parent's value is alive and pinned; the
+                    // child's slot is not made (a new block), aligned and in
+                    // bounds. The state byte and bitmap are set only once the
+                    // copy is written, so a panic leaves it not made.
+                    unsafe {
+                        entry
+                            .ops
+                            .inherit_into(parent.add(entry.value), child.add(entry.value));
+                        mark_made(child, layout, state, index);
+                    }
+                }
+            }
+        }
+        block
+    }
+
+    /// Makes the block as [`Block::new`] made it, in place when nothing but
+    /// its owner can reach it: its values destroyed (with it current),
+    /// constants back. Otherwise it is dropped (kept alive as an orphan for
+    /// whoever still reaches it) and a new block takes its place.
+    pub(crate) fn reset(&mut self) {
+        let base = self.as_ptr();
+        EPOCH.set(EPOCH.get() + 1);
+        if CURRENT.get() == base {
+            CURRENT.set(ptr::null_mut());
+        }
+        // SAFETY: the owner's block is not freed.
+        let header = unsafe { header(base) };
+        let mut panic = None;
+        let mut in_place = header.refs.get() == 0;
+        if in_place {
+            // SAFETY: no pin, and the owner (`self`) does not use it now.
+            let (first, done) = unsafe { destroy_values(base) };
+            panic = first;
+            in_place = done && header.refs.get() == 0;
+        }
+        if in_place {
+            let layout = layout();
+            // SAFETY: every value is destroyed and nothing refers to the
+            // block; the prefix image resets the header and the constants.
+            unsafe {
+                clean(base);
+                ptr::copy_nonoverlapping(
+                    layout.prefix.as_ptr().cast::<u8>(),
+                    base,
+                    layout.prefix.len(),
+                );
+                // Born anew: restores recorded before see a different block.
+                header_mut_born(base);
+            }
+        } else {
+            let old = core::mem::replace(self, Block::new());
+            // Orphaned (or, with destruction stopped half-way, orphaned
+            // with the rest of its values) until the last reference goes.
+            drop(old);
+        }
+        if let Some(payload) = panic {
+            if !std::thread::panicking() {
+                panic::resume_unwind(payload);
+            }
+        }
+    }
+}
+
+/// Sets the born epoch of a block just made or reset.
+///
+/// # Safety
+///
+/// `base` must be a block that is not freed.
+unsafe fn header_mut_born(base: *mut u8) {
+    // SAFETY: the caller's guarantee.
+    unsafe { header(base) }.born.set(EPOCH.get());
+}
+
+/// Marks the value whose state byte is at `state` (bitmap index `index`)
+/// made in the block at `base`.
+///
+/// # Safety
+///
+/// `base` must be a block that is not freed, and the value must have just
+/// been written to its slot, which held none.
+unsafe fn mark_made(base: *mut u8, layout: &Layout, state: usize, index: usize) {
+    // SAFETY: the caller's guarantee; the state byte, bitmap and summary
+    // words are inside the block, aligned.
+    unsafe {
+        *base.add(state) = ALIVE;
+        *base.add(layout.bitmap).cast::<u64>().add(index / 64) |= 1 << (index % 64);
+        *base.add(layout.summary).cast::<u64>().add(index / 4096) |= 1 << ((index / 64) % 64);
+        let header = header(base);
+        header.made.set(header.made.get() + 1);
     }
 }
 
@@ -489,69 +682,29 @@ impl Drop for Block {
     }
 }
 
-/// Destroys the values of the block at `base` (once), then cleans it and
-/// pools or frees it, unless a destructor left a pin on it: it is then
-/// orphaned, and the last unpin frees it. Returns the first destructor panic.
+/// Destroys the values of the block at `base`, then cleans it and pools or
+/// frees it, unless something pinned it meanwhile (a destructor that let
+/// another library's coroutine suspend inside a `with`): it is then
+/// orphaned, and the last unpin goes on where this stopped. Returns the
+/// first destructor panic.
 ///
 /// # Safety
 ///
 /// `base` must be a block that nobody owns any more and that has no pin.
 unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
-    let layout = layout();
+    // SAFETY: the caller's guarantee.
+    let (panic, done) = unsafe { destroy_values(base) };
     // SAFETY: the caller's guarantee: the block is not freed.
     let header = unsafe { header(base) };
-    let mut first_panic = None;
-    if !header.destroying.get() {
-        header.destroying.set(true);
-        if header.made.get() > 0 {
-            enter(base, || {
-                for_each_made(base, layout, |entry| {
-                    let Some(ops) = entry.drop else { return };
-                    // SAFETY: the state byte of a value in the plan is
-                    // inside the block.
-                    let state = unsafe { base.add(entry.state) };
-                    // SAFETY: `state` is in the live block.
-                    if unsafe { *state } != ALIVE {
-                        return;
-                    }
-                    // Marked first: from now on no access reaches the value,
-                    // its own key's included.
-                    // SAFETY: as above.
-                    unsafe { *state = DESTROYED };
-                    let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                        // SAFETY: the value was alive and is now marked
-                        // destroyed; the offset is aligned and in the block.
-                        unsafe { ops.drop_value(base.add(entry.value)) }
-                    }));
-                    if let Err(payload) = result {
-                        first_panic.get_or_insert(payload);
-                    }
-                });
-            });
-        }
-    }
-    if header.refs.get() > 0 {
-        // A destructor handed a reference to something that outlives it
-        // (another library's coroutine suspended inside a `with`): keep the
-        // memory until the last pin goes.
+    if !done || header.refs.get() > 0 {
         header.refs.set(header.refs.get() + ORPHAN);
-        return first_panic;
+        return panic;
     }
-    if header.made.get() > 0 {
-        // Clean what was made: state bytes back to `UNINIT`, bitmap words
-        // back to zero. Values without drop glue were never marked destroyed.
-        for_each_made(base, layout, |entry| {
-            // SAFETY: the state byte is in the block.
-            unsafe { *base.add(entry.state) = UNINIT };
-        });
-        for word in 0..layout.words {
-            // SAFETY: the bitmap's words are inside the block, aligned.
-            unsafe { *base.add(layout.bitmap).cast::<u64>().add(word) = 0 };
-        }
-        header.made.set(0);
-    }
+    // SAFETY: every value is destroyed and nothing refers to the block.
+    unsafe { clean(base) };
     let _ = LIVE.try_with(|live| live.borrow_mut().remove(&(base as usize)));
     EPOCH.set(EPOCH.get() + 1);
+    let layout = layout();
     let pooled = POOL
         .try_with(|p| {
             let mut p = p.0.borrow_mut();
@@ -568,20 +721,121 @@ unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
         // reaches it: no owner, no pin, and `CURRENT` does not name it.
         unsafe { alloc::dealloc(base, layout.alloc_layout()) };
     }
-    first_panic
+    panic
+}
+
+/// Marks the block dying and drops each of its alive values with a
+/// destructor, with the block current. Stops early, returning `false`, if a
+/// destructor leaves a pin on the block: the values left may be referenced.
+/// Returns the first destructor panic.
+///
+/// # Safety
+///
+/// `base` must be a block that is not freed and has no owner that uses it.
+unsafe fn destroy_values(base: *mut u8) -> (Option<Box<dyn std::any::Any + Send>>, bool) {
+    let layout = layout();
+    // SAFETY: the caller's guarantee.
+    let header = unsafe { header(base) };
+    header.destroying.set(true);
+    let mut first_panic = None;
+    let mut done = true;
+    if header.made.get() > 0 {
+        enter(base, || {
+            for_each_made(base, layout, |entry| {
+                let Some(ops) = entry.drop else { return true };
+                // SAFETY: the state byte of a value in the plan is inside
+                // the block.
+                let state = unsafe { base.add(entry.state) };
+                // SAFETY: `state` is in the block.
+                if unsafe { *state } != ALIVE {
+                    return true;
+                }
+                if header.refs.get() > 0 {
+                    done = false;
+                    return false;
+                }
+                // Marked first: from now on no access reaches the value, its
+                // own key's included.
+                // SAFETY: as above.
+                unsafe { *state = DESTROYED };
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    // SAFETY: the value was alive and is now marked
+                    // destroyed; the offset is aligned and in the block.
+                    unsafe { ops.drop_value(base.add(entry.value)) }
+                }));
+                if let Err(payload) = result {
+                    first_panic.get_or_insert(payload);
+                }
+                true
+            });
+        });
+    }
+    (first_panic, done)
+}
+
+/// Puts the clean region back as a fresh block has it: the state bytes of
+/// what was made back to `UNINIT`, bitmap words to zero. Values without drop
+/// glue were never marked destroyed.
+///
+/// # Safety
+///
+/// `base` must be a block whose values are all destroyed, that nothing
+/// refers to.
+unsafe fn clean(base: *mut u8) {
+    let layout = layout();
+    // SAFETY: the caller's guarantee.
+    let header = unsafe { header(base) };
+    if header.made.get() == 0 {
+        return;
+    }
+    for_each_made(base, layout, |entry| {
+        // SAFETY: the state byte is in the block.
+        unsafe { *base.add(entry.state) = UNINIT };
+        true
+    });
+    for_each_dirty_word(base, layout, |word| {
+        // SAFETY: the bitmap's words are inside the block, aligned.
+        unsafe { *base.add(layout.bitmap).cast::<u64>().add(word) = 0 };
+        true
+    });
+    for s in 0..layout.summary_words {
+        // SAFETY: the summary's words are inside the block, aligned.
+        unsafe { *base.add(layout.summary).cast::<u64>().add(s) = 0 };
+    }
+    header.made.set(0);
 }
 
 /// Calls `f` for each value whose bit is set in the block's made bitmap, in
-/// bitmap order. Costs a word per 64 stateful declarations, plus each made
-/// value.
-fn for_each_made(base: *mut u8, layout: &Layout, mut f: impl FnMut(&Stateful)) {
-    for word in 0..layout.words {
+/// bitmap order, until it returns `false`. Visits only the bitmap words the
+/// summary marks: a word of summary per 4,096 stateful declarations, plus
+/// each made value.
+fn for_each_made(base: *mut u8, layout: &Layout, mut f: impl FnMut(&Stateful) -> bool) {
+    for_each_dirty_word(base, layout, |word| {
         // SAFETY: the bitmap's words are inside the block, aligned.
         let mut bits = unsafe { *base.add(layout.bitmap).cast::<u64>().add(word) };
         while bits != 0 {
             let bit = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            f(&layout.stateful[word * 64 + bit]);
+            if !f(&layout.stateful[word * 64 + bit]) {
+                return false;
+            }
+        }
+        true
+    });
+}
+
+/// Calls `f` with the index of each bitmap word that has a bit set (as the
+/// summary says), until it returns `false`.
+fn for_each_dirty_word(base: *mut u8, layout: &Layout, mut f: impl FnMut(usize) -> bool) {
+    for s in 0..layout.summary_words {
+        // SAFETY: the summary's words are inside the block, aligned.
+        let mut bits = unsafe { *base.add(layout.summary).cast::<u64>().add(s) };
+        while bits != 0 {
+            let bit = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if !f(s * 64 + bit) {
+                return;
+            }
         }
     }
 }
@@ -820,14 +1074,11 @@ fn slow_path<T: 'static>(
         match unsafe { *state } {
             UNINIT => {
                 // SAFETY: the slot is aligned, in bounds and holds no value;
-                // the bitmap word is in the block, aligned.
+                // the block is pinned.
                 unsafe {
                     base.add(offset).cast::<T>().write(new);
-                    *state = ALIVE;
-                    let word = base.add(layout.bitmap).cast::<u64>().add(index / 64);
-                    *word |= 1 << (index % 64);
+                    mark_made(base, layout, offset + size_of::<T>(), index);
                 }
-                header.made.set(header.made.get() + 1);
                 None
             }
             // Made meanwhile, by an inner access or while the initialiser
@@ -921,6 +1172,43 @@ fn pinned<T, R>(value: NonNull<T>, f: impl FnOnce(&T) -> R) -> R {
     // SAFETY: see `value_ref`; the pin keeps the block's memory and values
     // while `f` runs, even if the owner drops the block meanwhile.
     f(unsafe { value_ref(value) })
+}
+
+/// The current block's value of a key, with its block pinned: it stays
+/// alive, in that block, as long as this guard, whatever runs meanwhile (the
+/// coroutine may suspend, its block's owner may drop it). For `scope`.
+pub(crate) struct PinnedValue<T: 'static> {
+    base: *mut u8,
+    value: NonNull<T>,
+}
+
+impl<T: 'static> PinnedValue<T> {
+    /// Finds the current block's value of `key` (making it if needed) and
+    /// pins its block; panics like [`with`] if it cannot be reached.
+    #[track_caller]
+    pub(crate) fn of(key: &'static LocalKey<T>) -> PinnedValue<T> {
+        let value = match find(key, None) {
+            Ok(value) => value,
+            Err(err) => crate::key::panic_access_error(key.decl.name(), err),
+        };
+        let base = current();
+        // SAFETY: the value was just found in the current block, not freed.
+        unsafe { pin(base) };
+        PinnedValue { base, value }
+    }
+
+    pub(crate) fn get(&self) -> &T {
+        // SAFETY: the pin keeps the block, and the value in it, alive while
+        // `self` lives: destruction stops at a pinned block.
+        unsafe { value_ref(self.value) }
+    }
+}
+
+impl<T: 'static> Drop for PinnedValue<T> {
+    fn drop(&mut self) {
+        // SAFETY: pinned in `of`.
+        unsafe { unpin(self.base) };
+    }
 }
 
 /// Runs `f` with a reference to the current block's value of `key`, without

@@ -46,7 +46,9 @@ macro_rules! decl {
     ($key:ident: $t:ty, lazy = $lazy:expr) => {
         // SAFETY: each declaration is made with its own key (same type and
         // `lazy`), and this list is the unit tests' registry.
-        unsafe { Declaration::private_new::<$t>(&$key, stringify!($key), module_path!(), $lazy) }
+        unsafe {
+            Declaration::private_new::<$t>(&$key, stringify!($key), module_path!(), $lazy, false)
+        }
     };
 }
 
@@ -61,24 +63,73 @@ pub(super) static DECLARATIONS: [Declaration; 7] = [
 ];
 
 static COUNT: LocalKey<Cell<u64>> = // SAFETY: the key of its own declaration, in the registry.
-    unsafe { LocalKey::private_new(&DECLARATIONS[0], || Cell::new(7), false) };
+    unsafe {
+        LocalKey::private_new(
+            &DECLARATIONS[0],
+            || Cell::new(7),
+            false,
+            crate::__private::not_inherited,
+        )
+    };
 static LAZY_COUNT: LocalKey<Cell<u64>> =
     // SAFETY: the key of its own declaration, in the registry.
-    unsafe { LocalKey::private_new(&DECLARATIONS[1], lazy_count, true) };
+    unsafe {
+        LocalKey::private_new(
+            &DECLARATIONS[1],
+            lazy_count,
+            true,
+            crate::__private::not_inherited,
+        )
+    };
 static NAMES: LocalKey<RefCell<Vec<String>>> =
     // SAFETY: the key of its own declaration, in the registry.
-    unsafe { LocalKey::private_new(&DECLARATIONS[2], || RefCell::new(Vec::new()), true) };
+    unsafe {
+        LocalKey::private_new(
+            &DECLARATIONS[2],
+            || RefCell::new(Vec::new()),
+            true,
+            crate::__private::not_inherited,
+        )
+    };
 static TRACKED: LocalKey<RefCell<Option<Tracked>>> =
     // SAFETY: the key of its own declaration, in the registry.
-    unsafe { LocalKey::private_new(&DECLARATIONS[3], || RefCell::new(None), false) };
+    unsafe {
+        LocalKey::private_new(
+            &DECLARATIONS[3],
+            || RefCell::new(None),
+            false,
+            crate::__private::not_inherited,
+        )
+    };
 static PAGE: LocalKey<Page> =
     // SAFETY: the key of its own declaration, in the registry.
-    unsafe { LocalKey::private_new(&DECLARATIONS[4], || Page([9; 4096]), true) };
+    unsafe {
+        LocalKey::private_new(
+            &DECLARATIONS[4],
+            || Page([9; 4096]),
+            true,
+            crate::__private::not_inherited,
+        )
+    };
 static NOTHING: LocalKey<Zst> = // SAFETY: the key of its own declaration, in the registry.
-    unsafe { LocalKey::private_new(&DECLARATIONS[5], || Zst, true) };
+    unsafe {
+        LocalKey::private_new(
+            &DECLARATIONS[5],
+            || Zst,
+            true,
+            crate::__private::not_inherited,
+        )
+    };
 static BYTE: LocalKey<Cell<u8>> =
     // SAFETY: the key of its own declaration, in the registry.
-    unsafe { LocalKey::private_new(&DECLARATIONS[6], || Cell::new(0xab), false) };
+    unsafe {
+        LocalKey::private_new(
+            &DECLARATIONS[6],
+            || Cell::new(0xab),
+            false,
+            crate::__private::not_inherited,
+        )
+    };
 
 #[test]
 fn constants_are_in_place_and_blocks_are_isolated() {

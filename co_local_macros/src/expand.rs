@@ -5,7 +5,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::Type;
 
-use crate::parse::{Decl, Input};
+use crate::parse::{Decl, Inherit, Input};
 
 pub(crate) fn expand(input: Input) -> TokenStream {
     let Input {
@@ -30,6 +30,7 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
         ty,
         init,
         is_const,
+        inherit,
     } = decl;
     let lazy = !is_const;
     let doc = generated_doc(ty, *is_const);
@@ -51,6 +52,7 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
     // The calls that take the type carry its span, so that an error about the
     // type (not `Sized`, not `'static`) points at it, not at the invocation.
     let ty_span = ty.span();
+    let inherits = inherit.is_some();
     //
     // The two constructors are `unsafe`: a key must be made with its own
     // declaration, and that declaration must be in the registry. Only this
@@ -64,10 +66,27 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
             #name_str,
             #krate::__private::module_path!(),
             #lazy,
+            #inherits,
         )
     };
+    // The function that makes a new coroutine's copy: `Clone` (checked at
+    // the attribute, with a message that says what to do), or the user's
+    // `fn(&T) -> T` (a type error at the path if it is not one), or one that
+    // is never called.
+    let inherit_fn = match inherit {
+        None => quote_spanned! {ty_span=> #krate::__private::not_inherited::<#ty> },
+        Some(Inherit::Clone) => {
+            quote_spanned! {ty_span=> #krate::__private::inherit_clone::<#ty> }
+        }
+        Some(Inherit::With(path)) => quote! {
+            {
+                let with: fn(&#ty) -> #ty = #path;
+                with
+            }
+        },
+    };
     let new_key = quote_spanned! {ty_span=>
-        #krate::LocalKey::private_new(&__CO_LOCAL_DECLARATION, __co_local_init, #lazy)
+        #krate::LocalKey::private_new(&__CO_LOCAL_DECLARATION, __co_local_init, #lazy, #inherit_fn)
     };
     let new_declaration = quote! { unsafe { #new_declaration } };
     let new_key = quote! { unsafe { #new_key } };

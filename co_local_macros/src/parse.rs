@@ -35,6 +35,86 @@ pub(crate) struct Decl {
     pub(crate) init: Expr,
     /// `INIT` is a `const { }` block.
     pub(crate) is_const: bool,
+    /// `#[inherit]` or `#[inherit(with = PATH)]`, taken out of `attrs`.
+    pub(crate) inherit: Option<Inherit>,
+}
+
+/// How new coroutines get a copy of an inherited value.
+pub(crate) enum Inherit {
+    /// `#[inherit]`: `Clone`, checked at the type.
+    Clone,
+    /// `#[inherit(with = PATH)]`: a `fn(&T) -> T`.
+    With(Expr),
+}
+
+/// Takes the `#[inherit]` attributes out of `attrs`, reporting misuse.
+fn take_inherit(attrs: Vec<Attribute>, errors: &mut Errors) -> (Vec<Attribute>, Option<Inherit>) {
+    let mut kept = Vec::with_capacity(attrs.len());
+    let mut inherit = None;
+    for attr in attrs {
+        if !attr.path().is_ident("inherit") {
+            kept.push(attr);
+            continue;
+        }
+        if inherit.is_some() {
+            errors.push(syn::Error::new_spanned(
+                &attr,
+                "`#[inherit]` is given twice; keep one",
+            ));
+            continue;
+        }
+        match &attr.meta {
+            syn::Meta::Path(_) => inherit = Some(Inherit::Clone),
+            syn::Meta::List(list) => match list.parse_args_with(parse_inherit_args) {
+                Ok(with) => inherit = Some(Inherit::With(with)),
+                Err(e) => errors.push(e),
+            },
+            syn::Meta::NameValue(nv) => errors.push(syn::Error::new_spanned(
+                nv,
+                "write `#[inherit]` (new coroutines get a `Clone` of the value) or \
+                 `#[inherit(with = path::to::function)]` (a `fn(&T) -> T` makes their copy)",
+            )),
+        }
+    }
+    (kept, inherit)
+}
+
+/// Parses `with = PATH` inside `#[inherit(...)]`.
+fn parse_inherit_args(input: ParseStream<'_>) -> syn::Result<Expr> {
+    let unknown = |span: Span, what: &str| {
+        syn::Error::new(
+            span,
+            format!(
+                "unknown argument `{what}` of `#[inherit]`; write `#[inherit]` (a `Clone` of the \
+                 value) or `#[inherit(with = path::to::function)]` (a `fn(&T) -> T`)"
+            ),
+        )
+    };
+    if input.is_empty() {
+        return Err(syn::Error::new(
+            input.span(),
+            "`#[inherit()]` needs `with = path::to::function`, or write `#[inherit]` alone",
+        ));
+    }
+    let key: Ident = input
+        .call(Ident::parse_any)
+        .map_err(|e| unknown(e.span(), &input.to_string()))?;
+    if key != "with" {
+        return Err(unknown(key.span(), &key.to_string()));
+    }
+    input.parse::<Token![=]>()?;
+    let path: Expr = input.parse()?;
+    if input.peek(Token![,]) {
+        input.parse::<Token![,]>()?;
+    }
+    if !input.is_empty() {
+        let rest: TokenStream = input.parse()?;
+        let first = rest.clone().into_iter().next();
+        let span = first.as_ref().map_or_else(Span::call_site, TokenTree::span);
+        let what = first.map_or_else(String::new, |t| t.to_string());
+        return Err(unknown(span, &what));
+    }
+    Ok(path)
 }
 
 /// Every error of the invocation, reported together.
@@ -120,6 +200,7 @@ fn parse_piece(
 /// `None` if the piece held no `static` at all (the error is pushed).
 fn parse_decl(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Option<Decl>> {
     let attrs = input.call(Attribute::parse_outer)?;
+    let (attrs, inherit) = take_inherit(attrs, errors);
     let vis: Visibility = input.parse()?;
     let Some(static_token) = parse_static_keyword(input, errors)? else {
         return Ok(None);
@@ -235,6 +316,7 @@ fn parse_decl(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Option
         ty,
         init,
         is_const,
+        inherit,
     }))
 }
 

@@ -369,7 +369,8 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
         let stack = PooledStack::new(stack_size);
-        let mut locals = Locals::new();
+        // `#[inherit]` values alive in the creator's block are copied now.
+        let mut locals = Locals::inherit();
         mark_thread_alive();
         // The stack's bounds go in the coroutine's own block, once, for the
         // stack overflow report; a switch does nothing for it.

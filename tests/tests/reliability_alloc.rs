@@ -150,6 +150,9 @@ co_local! {
     };
     static SLOW: RefCell<Heap> = slow_init();
     static CHILD: RefCell<Option<Coroutine<(), (), ()>>> = const { RefCell::new(None) };
+    /// Copied into every coroutine made where it is alive.
+    #[inherit]
+    static TRACE: RefCell<Vec<String>> = RefCell::new(Vec::new());
 }
 
 scoped_tls::scoped_thread_local! {
@@ -290,6 +293,23 @@ fn lifecycle(kind: u64) {
             });
             assert!(catch(|| co.resume(())).is_err());
         }
+        // Inherits a value with heap data from the block it is made in,
+        // three levels deep, and changes its copies.
+        9 => {
+            let mut outer = Locals::new();
+            outer.enter(|| {
+                TRACE.with_borrow_mut(|t| t.push(format!("request {n}")));
+                let mut co = Co::new(move |_, ()| {
+                    TRACE.with_borrow_mut(|t| t.push(String::from("child")));
+                    let mut inner = Co::new(|_, ()| {
+                        TRACE.with_borrow_mut(|t| t.push(String::from("grandchild")));
+                        vec![0; TRACE.with_borrow(Vec::len)].into_boxed_slice()
+                    });
+                    inner.resume(()).as_return().unwrap()
+                });
+                assert_eq!(co.resume(()).as_return().map(|b| b.len()), Some(3));
+            });
+        }
         // A destructor of a co_local value panics when it is dropped
         // suspended.
         _ => {
@@ -301,7 +321,7 @@ fn lifecycle(kind: u64) {
     }
 }
 
-const KINDS: u64 = 10;
+const KINDS: u64 = 11;
 const LIFECYCLES: u64 = 100_000;
 
 fn lifecycles(count: u64) {
@@ -372,6 +392,10 @@ fn lifecycles_and_exiting_threads_free_every_allocation() {
     let warm = live();
     let allocs = ALLOCS.load(Ordering::Relaxed);
     lifecycles(LIFECYCLES);
+    // 100,000 more inherited creations (two per lifecycle of kind 9).
+    for _ in 0..50_000 {
+        lifecycle(9);
+    }
     let after = live();
     let per_lifecycle = (ALLOCS.load(Ordering::Relaxed) - allocs) / LIFECYCLES;
 

@@ -352,3 +352,54 @@ fn resume_forgets_a_remembered_block_that_was_dropped() {
     assert_eq!(locals.resume(|| ID.get()), 4);
     drop(others);
 }
+
+/// A destructor that lets a foreign coroutine suspend inside a `with` on
+/// another value of the dying block: the block stops destroying there and
+/// keeps the rest until the reference ends.
+#[test]
+fn a_destructor_that_leaves_a_reference_behind_stops_the_destruction_there() {
+    type Slot = RefCell<Option<Parks>>;
+    std::thread_local! {
+        static PARKED: RefCell<Option<Coroutine<(), (), bool>>> = const { RefCell::new(None) };
+        static DESTROYED: Cell<u32> = const { Cell::new(0) };
+    }
+    struct Parks(&'static co_local::LocalKey<Slot>);
+    impl Drop for Parks {
+        fn drop(&mut self) {
+            DESTROYED.set(DESTROYED.get() + 1);
+            let other = self.0;
+            // Whichever of the two goes first finds the other alive.
+            if other.try_with(|_| ()).is_ok() {
+                let mut co = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
+                    other.with_borrow(|o| {
+                        y.suspend(());
+                        o.is_some()
+                    })
+                });
+                assert!(matches!(co.resume(()), CoroutineResult::Yield(())));
+                PARKED.set(Some(co));
+            }
+        }
+    }
+    co_local! {
+        static FIRST: Slot = const { RefCell::new(None) };
+        static SECOND: Slot = const { RefCell::new(None) };
+    }
+    let mut block = Locals::new();
+    block.enter(|| {
+        FIRST.set(Some(Parks(&SECOND)));
+        SECOND.set(Some(Parks(&FIRST)));
+    });
+    drop(block);
+    assert_eq!(
+        DESTROYED.get(),
+        1,
+        "the destruction stopped at the reference"
+    );
+    let others = churn();
+    let mut co = PARKED.take().expect("a destructor parked a coroutine");
+    assert!(matches!(co.resume(()), CoroutineResult::Return(true)));
+    assert_eq!(DESTROYED.get(), 2, "and went on when it ended");
+    drop(co);
+    drop(others);
+}

@@ -52,7 +52,7 @@ fn editions() {
         fs::copy(workspace.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
 
         let mut names = Vec::new();
-        for case in ["grammar", "hygiene", "thousand", "forbid_unsafe"] {
+        for case in ["grammar", "hygiene", "thousand", "forbid_unsafe", "inherit"] {
             let source = fs::read_to_string(manifest_dir.join(format!("pass/{case}.rs"))).unwrap();
             let source = if edition == "2015" {
                 to_edition_2015(&source)
