@@ -155,7 +155,13 @@ impl HmpClient {
 
     /// Sends a line; returns the output up to the next prompt.
     pub fn cmd(&mut self, line: &str) -> io::Result<String> {
-        self.stream.write_all(format!("{line}\n").as_bytes())?;
+        self.cmd_bytes(format!("{line}\n").as_bytes())
+    }
+
+    /// Sends raw bytes (a line, not necessarily UTF-8); returns the output
+    /// up to the next prompt.
+    pub fn cmd_bytes(&mut self, bytes: &[u8]) -> io::Result<String> {
+        self.stream.write_all(bytes)?;
         self.until_prompt()
     }
 

@@ -124,6 +124,8 @@ pub struct Server {
     waker: Arc<Waker>,
     quit_deadline: Option<Instant>,
     rbuf: Vec<u8>,
+    /// The socket files, removed when the server stops.
+    paths: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Server {
@@ -207,6 +209,11 @@ impl Server {
         } else {
             None
         };
+        let paths = [&qmp, &hmp]
+            .into_iter()
+            .flatten()
+            .map(|(_, path)| path.clone())
+            .collect();
         Ok(Server {
             poll,
             qmp,
@@ -217,6 +224,7 @@ impl Server {
             waker,
             quit_deadline: None,
             rbuf: vec![0; 64 << 10],
+            paths,
         })
     }
 
@@ -296,10 +304,11 @@ impl Server {
         for id in ids {
             self.close(id);
         }
-        for (_, path) in [self.qmp.take(), self.hmp.take()].into_iter().flatten() {
+        self.qmp.take();
+        self.hmp.take();
+        for path in &self.paths {
             let _ = std::fs::remove_file(path);
         }
-        // The listeners are closed by now; quit took them before.
         with_world(|w| w.stats.clone())
     }
 
