@@ -359,12 +359,12 @@ fn demo() -> std::io::Result<ExitCode> {
     }
     broken.extend(load.crossed.iter().map(|c| format!("load: {c}")));
     println!(
-        "\n== load: 16 QMP clients x 100 human-monitor-command 'report'\n  {} commands in {:.2?}: {:.0} commands/s, p50 {:.0?}, p99 {:.0?}",
+        "\n== load: 16 QMP clients x 100 human-monitor-command 'report'\n  {} commands in {:.2?}: {:.0} commands/s, p50 {} µs, p99 {} µs",
         load.commands,
         load.elapsed,
         load.per_second(),
-        load.percentile(0.5),
-        load.percentile(0.99),
+        load.percentile(0.5).as_micros(),
+        load.percentile(0.99).as_micros(),
     );
     println!(
         "  server: {} commands, {} reports ({} to stderr), peak {} in flight, {} cancelled",
@@ -402,12 +402,12 @@ fn load_figures(clients: usize, commands: usize) -> std::io::Result<ExitCode> {
         .map_err(|_| std::io::Error::other("the server thread panicked"))?;
     println!("{clients} clients x {commands} commands (human-monitor-command 'report 0|1 TAG')");
     println!(
-        "{} commands in {:.2?}: {:.0} commands/s, p50 {:.0?}, p99 {:.0?}",
+        "{} commands in {:.2?}: {:.0} commands/s, p50 {} µs, p99 {} µs",
         load.commands,
         load.elapsed,
         load.per_second(),
-        load.percentile(0.5),
-        load.percentile(0.99)
+        load.percentile(0.5).as_micros(),
+        load.percentile(0.99).as_micros()
     );
     println!(
         "server: {} reports checked, {} violations, peak {} commands in flight, peak output backlog {} bytes",
