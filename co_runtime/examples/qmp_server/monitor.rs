@@ -273,23 +273,29 @@ pub fn with_cur_fd<R>(name: &str, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option
     })
 }
 
-/// Makes a temporary HMP monitor whose output is captured, and makes it
-/// `CUR_MON` until dropped; then the previous `CUR_MON` is back and the
-/// monitor is gone, also on panic and when the coroutine running it is
-/// dropped while suspended (its stack unwinds through this guard). A
-/// stand-in for a scoped override of `CUR_MON`.
+/// A temporary HMP monitor whose output is captured, as QEMU makes for
+/// `human-monitor-command`: [`CaptureMonitor::run`] makes it `CUR_MON` for
+/// the command; the monitor is gone when this is dropped (also on panic and
+/// when the coroutine running it is dropped while suspended).
 #[derive(Debug)]
 pub struct CaptureMonitor {
     id: MonId,
-    previous: Option<MonId>,
 }
 
 impl CaptureMonitor {
+    /// Makes the temporary HMP monitor, child of the current one.
     pub fn new() -> CaptureMonitor {
         let parent = CUR_MON.get();
         let id = with_world(|w| w.add_monitor(Kind::HmpCapture { parent }, "hmp-capture"));
-        let previous = CUR_MON.replace(Some(id));
-        CaptureMonitor { id, previous }
+        CaptureMonitor { id }
+    }
+
+    /// Runs `f` with this monitor as `CUR_MON` (`LocalKey::scope`: the
+    /// override belongs to the running coroutine, also while it is
+    /// suspended, and the previous monitor is back afterwards, also if `f`
+    /// panics or the coroutine is dropped meanwhile).
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        CUR_MON.scope(Some(self.id), f)
     }
 
     /// The output captured so far, taken.
@@ -305,7 +311,6 @@ impl CaptureMonitor {
 
 impl Drop for CaptureMonitor {
     fn drop(&mut self) {
-        CUR_MON.set(self.previous);
         // Never panic here: this runs while a dropped coroutine unwinds.
         let _ = WORLD.try_with(|w| {
             if let Ok(mut w) = w.try_borrow_mut() {

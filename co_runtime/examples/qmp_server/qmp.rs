@@ -469,7 +469,7 @@ fn human_monitor_command(y: &CoYielder, args: &Map<String, Value>) -> Result<Val
     let line = str_arg(args, "command-line");
     // CUR_MON is a temporary HMP monitor for the command's duration.
     let capture = CaptureMonitor::new();
-    hmp::run_line(Some(y), line);
+    capture.run(|| hmp::run_line(Some(y), line));
     let out = capture.take_output();
     drop(capture);
     Ok(Value::String(
