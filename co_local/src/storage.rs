@@ -35,9 +35,9 @@
 //!   `resume` remembered for its coroutine: these record the thread's
 //!   *epoch*, which every owner's drop advances. A restore whose epoch has
 //!   not moved puts its block back at the cost of one comparison; otherwise
-//!   it first checks the block in the thread's set of live blocks (its
-//!   address, born no later than the record, not orphaned) and makes the
-//!   thread's own block current if the block is gone;
+//!   it first checks the block in the thread's set of allocated blocks (its
+//!   address, born no later than the record, neither orphaned nor pooled)
+//!   and makes the thread's own block current if the block is gone;
 //! - `CURRENT` itself: the owner's drop resets it to the thread's block if
 //!   it names the block.
 
@@ -164,6 +164,8 @@ struct Header {
     born: Cell<u64>,
     /// Set when destruction of the block starts: no value is made after.
     destroying: Cell<bool>,
+    /// Set while the block waits in the thread's pool: no owner.
+    pooled: Cell<bool>,
 }
 
 /// Added to `Header::refs` when the owner drops a pinned block.
@@ -342,7 +344,9 @@ struct Pool(RefCell<Vec<NonNull<u8>>>);
 impl Drop for Pool {
     fn drop(&mut self) {
         let layout = layout();
+        EPOCH.set(EPOCH.get() + 1);
         for base in self.0.get_mut().drain(..) {
+            let _ = LIVE.try_with(|live| live.borrow_mut().remove(&(base.as_ptr() as usize)));
             // SAFETY: pooled blocks were allocated with this layout and are
             // owned by the pool alone.
             unsafe { alloc::dealloc(base.as_ptr(), layout.alloc_layout()) };
@@ -354,7 +358,9 @@ std::thread_local! {
     static POOL: Pool = const { Pool(RefCell::new(Vec::new())) };
     /// Advanced by every owner's drop of a block (see the module docs).
     static EPOCH: Cell<u64> = const { Cell::new(0) };
-    /// The blocks of this thread that are not freed (orphaned ones too).
+    /// The blocks of this thread that are not freed (orphaned and pooled
+    /// ones too): allocated and freed blocks come and go, recycled ones
+    /// stay, so a block's life in steady state touches it not at all.
     static LIVE: RefCell<HashSet<usize, BuildHasherDefault<AddressHasher>>> =
         RefCell::new(HashSet::default());
 }
@@ -397,7 +403,7 @@ fn still_there(block: *mut u8, epoch: u64) -> bool {
     live && {
         // SAFETY: a block in the live set is not freed.
         let header = unsafe { header(block) };
-        header.born.get() <= epoch && header.refs.get() >= 0
+        header.born.get() <= epoch && header.refs.get() >= 0 && !header.pooled.get()
     }
 }
 
@@ -487,6 +493,7 @@ impl Block {
             let Some(base) = NonNull::new(base) else {
                 handle_alloc_error(alloc_layout)
             };
+            let _ = LIVE.try_with(|live| live.borrow_mut().insert(base.as_ptr() as usize));
             base
         });
         // SAFETY: the prefix is shorter than a block, the image is a separate
@@ -498,9 +505,8 @@ impl Block {
                 layout.prefix.len(),
             );
         }
-        // SAFETY: the block was just made.
+        // SAFETY: the block was just made (the prefix copy cleared `pooled`).
         unsafe { header_mut_born(base.as_ptr()) };
-        let _ = LIVE.try_with(|live| live.borrow_mut().insert(base.as_ptr() as usize));
         Block { base }
     }
 
@@ -702,9 +708,9 @@ unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
     }
     // SAFETY: every value is destroyed and nothing refers to the block.
     unsafe { clean(base) };
-    let _ = LIVE.try_with(|live| live.borrow_mut().remove(&(base as usize)));
     EPOCH.set(EPOCH.get() + 1);
     let layout = layout();
+    header.pooled.set(true);
     let pooled = POOL
         .try_with(|p| {
             let mut p = p.0.borrow_mut();
@@ -717,6 +723,7 @@ unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
         })
         .unwrap_or(false);
     if !pooled {
+        let _ = LIVE.try_with(|live| live.borrow_mut().remove(&(base as usize)));
         // SAFETY: allocated in `Block::new` with the same layout; nobody
         // reaches it: no owner, no pin, and `CURRENT` does not name it.
         unsafe { alloc::dealloc(base, layout.alloc_layout()) };
