@@ -64,10 +64,16 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
             #name_str,
             #krate::__private::module_path!(),
             #lazy,
+            <#krate::__private::SendProbe<#ty>>::PROOF,
         )
     };
     let new_key = quote_spanned! {ty_span=>
-        #krate::LocalKey::private_new(&__CO_LOCAL_DECLARATION, __co_local_init, #lazy)
+        #krate::LocalKey::private_new(
+            &__CO_LOCAL_DECLARATION,
+            __co_local_init,
+            #lazy,
+            <#krate::__private::SendProbe<#ty>>::PROOF,
+        )
     };
     let new_declaration = quote! { unsafe { #new_declaration } };
     let new_key = quote! { unsafe { #new_key } };
@@ -75,6 +81,9 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
         #(#attrs)*
         #[doc = #doc]
         #vis #static_token #name: #krate::LocalKey<#ty> = {
+            // The fallback of `SendProbe::PROOF` (`None`) for a type that is
+            // not `Send`; imported without a name, so that it shadows nothing.
+            use #krate::__private::SendFallback as _;
             #[#krate::__private::linkme::distributed_slice(#krate::__private::DECLARATIONS)]
             #[linkme(crate = #krate::__private::linkme)]
             static __CO_LOCAL_DECLARATION: #krate::__private::Declaration = #new_declaration;

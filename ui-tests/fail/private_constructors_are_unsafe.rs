@@ -10,5 +10,5 @@ co_local::co_local! {
 
 fn main() {
     let _big: co_local::LocalKey<Cell<[u64; 64]>> =
-        co_local::LocalKey::private_new(SMALL.declaration(), || Cell::new([0; 64]), false);
+        co_local::LocalKey::private_new(SMALL.declaration(), || Cell::new([0; 64]), false, None);
 }
