@@ -971,7 +971,7 @@ fn pinned<T, R>(value: NonNull<T>, f: impl FnOnce(&T) -> R) -> R {
 /// `RefCell` helpers: `f` must not run user code (no initialiser, no
 /// destructor, no closure of the caller), so nothing can switch stacks while
 /// the reference lives.
-#[inline]
+#[inline(always)]
 #[track_caller]
 pub(crate) fn with_brief<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) -> R) -> R {
     let value = match find(key, None) {
