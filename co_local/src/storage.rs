@@ -1230,15 +1230,26 @@ impl<const SEND: bool> TaskBlock<SEND> {
         impl<const SEND: bool> Drop for Detach<'_, SEND> {
             #[inline(always)]
             fn drop(&mut self) {
-                // `ATTACHED` first: restoring `CURRENT` may check the outer
-                // block, which may be an attached task block.
-                let attached = if ATTACHED.get() == self.base {
-                    self.outer
+                if EPOCH.get() == self.saved.epoch {
+                    // No block died and no call detached its block meanwhile
+                    // (each advances the epoch): the outer block is as valid
+                    // as it was, and so is the outer attached one, whose
+                    // call is still running. A call that attached another
+                    // block and has not returned (a coroutine suspended in
+                    // it) loses its place, which only makes checks stricter.
+                    CURRENT.set(self.saved.block);
+                    ATTACHED.set(self.outer);
                 } else {
-                    ptr::null_mut()
-                };
-                ATTACHED.set(attached);
-                restore(self.saved);
+                    // `ATTACHED` first: restoring `CURRENT` may check the
+                    // outer block, which may be an attached task block.
+                    let attached = if ATTACHED.get() == self.base {
+                        self.outer
+                    } else {
+                        ptr::null_mut()
+                    };
+                    ATTACHED.set(attached);
+                    restore_checked(self.saved);
+                }
                 EPOCH.set(EPOCH.get() + 1);
                 // SAFETY: the block is owned by the task block, not freed.
                 if SEND && unsafe { header(self.base) }.refs.get() != 0 {
