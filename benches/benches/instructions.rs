@@ -7,7 +7,7 @@
 //! the `loop only` case (the loop and its barrier with no op).
 //!
 //! Set `CO_LOCAL_BENCH_ONLY=group` to count one group only (`access`,
-//! `switch`, `creation`, `scaling`).
+//! `switch`, `creation`, `scaling`, `async`, `async-access`).
 
 mod common;
 

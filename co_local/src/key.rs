@@ -4,7 +4,7 @@ use core::cell::{Cell, RefCell};
 use core::fmt;
 use core::panic::{RefUnwindSafe, UnwindSafe};
 
-use crate::registry::Declaration;
+use crate::registry::{Declaration, SendProof};
 use crate::storage;
 
 /// The handle of one [`co_local!`](crate::co_local) static: it finds that
@@ -136,6 +136,8 @@ pub struct LocalKey<T: 'static> {
     pub(crate) lazy: bool,
     /// Makes a new block's copy of an `#[inherit]` value.
     pub(crate) inherit: fn(&T) -> T,
+    /// `T` is `Send`: a block that may move between threads reaches it.
+    pub(crate) send: bool,
 }
 
 impl<T: 'static> fmt::Debug for LocalKey<T> {
@@ -159,19 +161,22 @@ impl<T: 'static> LocalKey<T> {
     /// `decl` must be the declaration made for this key
     /// ([`Declaration::private_new`] with this key and the same `T`), placed
     /// in the registry's distributed slice, and `lazy` must be the value
-    /// given there.
+    /// given there. `send` is [`SendProbe`](crate::__private::SendProbe)'s
+    /// `PROOF` for `T`, as given there.
     #[doc(hidden)]
     pub const unsafe fn private_new(
         decl: &'static Declaration,
         init: fn() -> T,
         lazy: bool,
         inherit: fn(&T) -> T,
+        send: Option<SendProof<T>>,
     ) -> Self {
         LocalKey {
             decl,
             init,
             lazy,
             inherit,
+            send: send.is_some(),
         }
     }
 
@@ -330,6 +335,13 @@ fn already_borrowed<T>(name: &str, value: T) -> ! {
 #[cold]
 #[track_caller]
 pub(crate) fn panic_access_error(name: &str, err: AccessError) -> ! {
+    if err.not_send {
+        panic!(
+            "cannot access a coroutine-local value whose type is not `Send` from a `Send` \
+             task (`WithLocals`), whose block may move between threads: `{name}`; use \
+             `LocalWithLocals` on a single-threaded executor to reach it"
+        )
+    }
     panic!(
         "cannot access a coroutine-local value during or after destruction: \
          `{name}`: {err:?}"
@@ -819,16 +831,25 @@ impl<T: 'static> LocalKey<RefCell<T>> {
 /// The current block is being destroyed and the value has been or is being
 /// dropped, or is a lazy value the block never made (a dying block makes no
 /// new value); or, outside every coroutine, the thread's own block has been
-/// destroyed at thread exit. The methods that cannot fail panic in the same
-/// cases. It has no public constructor.
+/// destroyed at thread exit; or the current block is a `Send` task's
+/// ([`WithLocals`](crate::WithLocals)) and the value's type is not `Send`.
+/// The methods that cannot fail panic in the same cases. It has no public
+/// constructor.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct AccessError {
-    _private: (),
+    /// The value's type is not `Send` and the block may move between threads.
+    not_send: bool,
 }
 
 impl AccessError {
     pub(crate) const fn new() -> AccessError {
-        AccessError { _private: () }
+        AccessError { not_send: false }
+    }
+
+    /// The error of a declaration whose type is not `Send`, in the block of
+    /// a task that may move between threads.
+    pub(crate) const fn not_send() -> AccessError {
+        AccessError { not_send: true }
     }
 }
 
@@ -840,7 +861,12 @@ impl fmt::Debug for AccessError {
 
 impl fmt::Display for AccessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt("already destroyed", f)
+        let reason = if self.not_send {
+            "not reachable from a task that may move between threads: its type is not `Send`"
+        } else {
+            "already destroyed"
+        };
+        fmt::Display::fmt(reason, f)
     }
 }
 

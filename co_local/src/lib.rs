@@ -86,7 +86,7 @@ pub mod __private;
 pub use crate::key::{AccessError, LocalKey};
 pub use crate::locals::Locals;
 pub use crate::registry::Declaration;
-pub use crate::storage::{swap_current, RawBlock};
+pub use crate::storage::{swap_current, LocalWithLocals, RawBlock, WithLocals};
 
 /// Declares coroutine-local statics: one value per coroutine, and one per
 /// thread for code outside every coroutine.

@@ -11,7 +11,9 @@
 //! - what keeps a block alive while something other than its owner can
 //!   still reach it, and the switches (`enter`, `resume`) that check it;
 //! - the access path used by [`LocalKey`]: read `CURRENT`, add the offset,
-//!   check the state byte for values that have one.
+//!   check the state byte for values that have one;
+//! - the blocks of async tasks ([`TaskBlock`], under [`WithLocals`] and
+//!   [`LocalWithLocals`]), which may move between threads between two polls.
 //!
 //! A block is `[Header | plain constants | values with a state byte | made
 //! bitmap | summary]`. A value with a state byte (a lazy value, or a
@@ -40,10 +42,20 @@
 //!   and makes the thread's own block current if the block is gone;
 //! - `CURRENT` itself: the owner's drop resets it to the thread's block if
 //!   it names the block.
+//!
+//! A task's block is in no live set: it is reachable only while one of its
+//! task's calls runs on a thread, which *attaches* it there (`ATTACHED`), and
+//! every trace of it on that thread fails its check once the call is over
+//! (see [`TaskBlock`]). So it may move with its task between two calls.
 
 use core::cell::{Cell, RefCell, UnsafeCell};
+use core::fmt;
+use core::future::Future;
+use core::marker::PhantomData;
 use core::mem::{align_of, needs_drop, size_of, MaybeUninit};
+use core::pin::Pin;
 use core::ptr::{self, NonNull};
+use core::task::{Context, Poll};
 use std::alloc::{self, handle_alloc_error};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -72,8 +84,11 @@ pub struct Slot {
 // only by threads that have obtained the published layout (an acquire through
 // `OnceLock`): `Layout::build` itself, and the access path, which reads it only
 // when this thread's `CURRENT` is non-null. `CURRENT` is set only to a block
-// made on this thread (blocks are `!Send`), and making a block gets the layout
-// first. So every read happens after the write, and there is no other write.
+// made on this thread, which got the layout first, or to a task block
+// (`TaskBlock`) that reached this thread by being moved: the move of its owner
+// to this thread (by whatever synchronises the hand-over, as `Send` requires)
+// happens after the block was made, so after the layout was obtained. So every
+// read happens after the write, and there is no other write.
 unsafe impl Sync for Slot {}
 
 impl Slot {
@@ -166,6 +181,13 @@ struct Header {
     destroying: Cell<bool>,
     /// Set while the block waits in the thread's pool: no owner.
     pooled: Cell<bool>,
+    /// Set in the block of a task that may move between threads
+    /// ([`WithLocals`]): only declarations whose type is `Send` reach it.
+    send_task: Cell<bool>,
+    /// Whether the block is in this thread's `LIVE` set. Task blocks are in
+    /// none (they move between threads); every other block, pooled ones
+    /// included, is in the set of its thread.
+    listed: Cell<bool>,
 }
 
 /// Added to `Header::refs` when the owner drops a pinned block.
@@ -182,6 +204,8 @@ struct Stateful {
 /// An `#[inherit]` declaration: where its value is, and how to copy it.
 struct Inherited {
     value: usize,
+    /// The value's type is `Send`: a task block that may move copies it.
+    send: bool,
     /// For a value with a state byte: its state byte and bitmap index.
     stateful: Option<(usize, usize)>,
     ops: &'static dyn ErasedKey,
@@ -277,6 +301,7 @@ impl Layout {
             if decl.inherits() {
                 inherited.push(Inherited {
                     value,
+                    send: decl.is_send(),
                     stateful: None,
                     ops: decl.ops,
                 });
@@ -302,6 +327,7 @@ impl Layout {
             if decl.inherits() {
                 inherited.push(Inherited {
                     value,
+                    send: decl.is_send(),
                     stateful: Some((value + decl.size(), index)),
                     ops: decl.ops,
                 });
@@ -363,6 +389,9 @@ std::thread_local! {
     /// stay, so a block's life in steady state touches it not at all.
     static LIVE: RefCell<HashSet<usize, BuildHasherDefault<AddressHasher>>> =
         RefCell::new(HashSet::default());
+    /// The task block attached to this thread by the innermost
+    /// [`TaskBlock::run`] still running, or null (see [`TaskBlock`]).
+    static ATTACHED: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
 }
 
 /// Hashes block addresses: aligned, distinct pointers, so one multiply
@@ -396,6 +425,11 @@ impl Hasher for AddressHasher {
 fn still_there(block: *mut u8, epoch: u64) -> bool {
     if block.is_null() {
         return true;
+    }
+    if block == ATTACHED.get() {
+        // SAFETY: an attached task block is not freed: its task is borrowed
+        // by the `TaskBlock::run` that attached it (see `TaskBlock`).
+        return unsafe { header(block) }.refs.get() >= 0;
     }
     let live = LIVE
         .try_with(|live| live.borrow().contains(&(block as usize)))
@@ -483,19 +517,42 @@ impl Block {
     /// Makes a block: a clean allocation (recycled or fresh) plus a copy of
     /// the prefix.
     pub(crate) fn new() -> Block {
+        Block::make(true)
+    }
+
+    /// Makes a block that is in no thread's live set (a task's, see
+    /// [`TaskBlock`]).
+    fn unlisted() -> Block {
+        Block::make(false)
+    }
+
+    /// Makes a block, in this thread's live set or not. Pooled blocks are in
+    /// it already: one taken for a task leaves it.
+    fn make(listed: bool) -> Block {
         let layout = layout();
         let recycled = POOL.try_with(|p| p.0.borrow_mut().pop()).ok().flatten();
-        let base = recycled.unwrap_or_else(|| {
-            let alloc_layout = layout.alloc_layout();
-            // SAFETY: `alloc_layout` has a non-zero size (the header). Zeroed:
-            // every state byte `UNINIT`, every bitmap bit 0.
-            let base = unsafe { alloc::alloc_zeroed(alloc_layout) };
-            let Some(base) = NonNull::new(base) else {
-                handle_alloc_error(alloc_layout)
-            };
-            let _ = LIVE.try_with(|live| live.borrow_mut().insert(base.as_ptr() as usize));
-            base
-        });
+        let base = match recycled {
+            Some(base) => {
+                if !listed {
+                    let _ =
+                        LIVE.try_with(|live| live.borrow_mut().remove(&(base.as_ptr() as usize)));
+                }
+                base
+            }
+            None => {
+                let alloc_layout = layout.alloc_layout();
+                // SAFETY: `alloc_layout` has a non-zero size (the header).
+                // Zeroed: every state byte `UNINIT`, every bitmap bit 0.
+                let base = unsafe { alloc::alloc_zeroed(alloc_layout) };
+                let Some(base) = NonNull::new(base) else {
+                    handle_alloc_error(alloc_layout)
+                };
+                if listed {
+                    let _ = LIVE.try_with(|live| live.borrow_mut().insert(base.as_ptr() as usize));
+                }
+                base
+            }
+        };
         // SAFETY: the prefix is shorter than a block, the image is a separate
         // allocation, and the block is valid for writes and used by nobody.
         unsafe {
@@ -506,7 +563,10 @@ impl Block {
             );
         }
         // SAFETY: the block was just made (the prefix copy cleared `pooled`).
-        unsafe { header_mut_born(base.as_ptr()) };
+        unsafe {
+            header_mut_born(base.as_ptr());
+            header(base.as_ptr()).listed.set(listed);
+        }
         Block { base }
     }
 
@@ -521,7 +581,14 @@ impl Block {
     /// panic goes on. With no `#[inherit]` declaration, this is
     /// [`Block::new`].
     pub(crate) fn inherit() -> Block {
-        let block = Block::new();
+        Block::new().with_inherited(false)
+    }
+
+    /// Copies into this new block each `#[inherit]` value alive in the
+    /// current block (only those of `Send` types if `send_only`: the block
+    /// of a task that may move between threads reaches no other).
+    fn with_inherited(self, send_only: bool) -> Block {
+        let block = self;
         let layout = layout();
         if layout.inherited.is_empty() {
             return block;
@@ -546,6 +613,9 @@ impl Block {
         let _unpin = Unpin(parent);
         let child = block.as_ptr();
         for entry in &layout.inherited {
+            if send_only && !entry.send {
+                continue;
+            }
             match entry.stateful {
                 None => {
                     // SAFETY: plain constants are alive in every block; the
@@ -710,21 +780,34 @@ unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
     unsafe { clean(base) };
     EPOCH.set(EPOCH.get() + 1);
     let layout = layout();
+    // A pooled block is in this thread's live set, wherever it was made (a
+    // task's block may have come from another thread).
+    let listed = header.listed.get();
     header.pooled.set(true);
     let pooled = POOL
         .try_with(|p| {
             let mut p = p.0.borrow_mut();
-            let room = p.len() < layout.pool_max;
-            if room {
-                // SAFETY: blocks are never null.
-                p.push(unsafe { NonNull::new_unchecked(base) });
+            if p.len() >= layout.pool_max {
+                return false;
             }
-            room
+            if !listed
+                && LIVE
+                    .try_with(|live| live.borrow_mut().insert(base as usize))
+                    .is_err()
+            {
+                return false;
+            }
+            header.listed.set(true);
+            // SAFETY: blocks are never null.
+            p.push(unsafe { NonNull::new_unchecked(base) });
+            true
         })
         .unwrap_or(false);
     if !pooled {
-        let _ = LIVE.try_with(|live| live.borrow_mut().remove(&(base as usize)));
-        // SAFETY: allocated in `Block::new` with the same layout; nobody
+        if listed {
+            let _ = LIVE.try_with(|live| live.borrow_mut().remove(&(base as usize)));
+        }
+        // SAFETY: allocated in `Block::make` with the same layout; nobody
         // reaches it: no owner, no pin, and `CURRENT` does not name it.
         unsafe { alloc::dealloc(base, layout.alloc_layout()) };
     }
@@ -1009,6 +1092,12 @@ fn has_state<T: 'static>(key: &'static LocalKey<T>) -> bool {
 #[inline(always)]
 fn fast_path<T: 'static>(key: &'static LocalKey<T>) -> Option<NonNull<u8>> {
     let base = NonNull::new(CURRENT.get())?;
+    // A compile-time fact for each key: only keys whose type is not `Send`
+    // look at the header.
+    // SAFETY: `base` is a block that is not freed (the invariant of `CURRENT`).
+    if !key.send && unsafe { header(base.as_ptr()) }.send_task.get() {
+        return None;
+    }
     // SAFETY: `CURRENT` is non-null, so this thread has the layout (`Slot`).
     let offset = unsafe { key.decl.offset.offset() };
     // SAFETY: `base` is a block that is not freed (the invariant of
@@ -1039,6 +1128,10 @@ fn slow_path<T: 'static>(
         Some(base) => base.as_ptr(),
         None => thread_block()?.as_ptr(),
     };
+    // SAFETY: `base` is current, so not freed.
+    if !key.send && unsafe { header(base) }.send_task.get() {
+        return Err(AccessError::not_send());
+    }
     if !has_state(key) {
         return Ok(());
     }
@@ -1223,7 +1316,7 @@ impl<T: 'static> Drop for PinnedValue<T> {
 /// `RefCell` helpers: `f` must not run user code (no initialiser, no
 /// destructor, no closure of the caller), so nothing can switch stacks while
 /// the reference lives.
-#[inline]
+#[inline(always)]
 #[track_caller]
 pub(crate) fn with_brief<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) -> R) -> R {
     let value = match find(key, None) {
@@ -1401,6 +1494,433 @@ impl core::fmt::Debug for RawBlock {
 #[inline]
 pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
     RawBlock(CURRENT.replace(block.0))
+}
+
+/// The block of an async task: [`WithLocals`] (`SEND`) or
+/// [`LocalWithLocals`].
+///
+/// A task block is in no thread's live set. It is current only inside
+/// [`TaskBlock::run`] (a poll, a `with_locals`, the drop of the future) and
+/// while it is destroyed; for that time it is *attached* to the thread:
+/// `ATTACHED` names it, so that a restore checked on that thread (after a
+/// block was dropped meanwhile) still finds it. When the call ends it is
+/// detached:
+///
+/// - `ATTACHED` goes back to what it was, if the calls nested (else to null);
+/// - the thread's epoch advances, so that any record left on this thread that
+///   names the block (a scope of another library's coroutine that suspended
+///   inside the call) is checked before it is restored, and, the block being
+///   neither in the live set nor attached any more, is not;
+/// - if something on this thread still holds a pin on a `SEND` block (a
+///   coroutine of another library suspended inside a `with` on one of its
+///   values), that block stays on this thread, orphaned until the pin goes,
+///   and the task goes on with a fresh block.
+///
+/// So between two calls nothing on any thread reaches a task block, and the
+/// block may move with its task to another thread: a `SEND` block's values
+/// are all of `Send` types (the header's `send_task` flag keeps the others
+/// out), and its memory is freed into the pool of whichever thread drops it,
+/// which holds blocks of the same, process-wide layout.
+pub(crate) struct TaskBlock<const SEND: bool> {
+    /// `None` once the block has been destroyed (the task completed).
+    block: Option<Block>,
+}
+
+// SAFETY: see `TaskBlock`: outside `run` and `drop`, which borrow the task
+// block mutably, no pointer on any thread names the block (`CURRENT` and
+// `ATTACHED` were restored, records naming it fail their check, pins that
+// outlived `run` made it leave a `SEND` block behind), so moving the owner
+// moves the only way to reach it. A `SEND` block holds only values whose type
+// is `Send` (`fast_path` and `slow_path` refuse the others when the header's
+// `send_task` is set), so they may be used, and dropped, on another thread.
+// A block without `SEND` may hold any value: it is only ever owned by a
+// `LocalWithLocals`, which is not `Send` (its `PhantomData<*const ()>`), so
+// this impl never moves one; it exists so that the compiler's complaint about
+// sending a `LocalWithLocals` names that type and not this one.
+unsafe impl<const SEND: bool> Send for TaskBlock<SEND> {}
+
+impl<const SEND: bool> TaskBlock<SEND> {
+    /// A task block that starts with a copy of each `#[inherit]` value
+    /// alive in the current block (of a `Send` type, for a `SEND` block).
+    pub(crate) fn new() -> TaskBlock<SEND> {
+        TaskBlock {
+            block: Some(Self::fresh().with_inherited(SEND)),
+        }
+    }
+
+    fn fresh() -> Block {
+        let block = Block::unlisted();
+        // SAFETY: the block was just made.
+        unsafe { header(block.as_ptr()) }.send_task.set(SEND);
+        block
+    }
+
+    /// Whether the block has been destroyed (the task completed).
+    pub(crate) fn is_done(&self) -> bool {
+        self.block.is_none()
+    }
+
+    /// Runs `f` with the block current and attached to this thread, then
+    /// detaches it (see [`TaskBlock`]), also if `f` panics.
+    ///
+    /// # Panics
+    ///
+    /// If the block has been destroyed.
+    #[inline(always)]
+    pub(crate) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        struct Detach<'a, const SEND: bool> {
+            task: &'a mut TaskBlock<SEND>,
+            base: *mut u8,
+            outer: *mut u8,
+            saved: Saved,
+        }
+        impl<const SEND: bool> Drop for Detach<'_, SEND> {
+            #[inline(always)]
+            fn drop(&mut self) {
+                if EPOCH.get() == self.saved.epoch {
+                    // No block died and no call detached its block meanwhile
+                    // (each advances the epoch): the outer block is as valid
+                    // as it was, and so is the outer attached one, whose
+                    // call is still running. A call that attached another
+                    // block and has not returned (a coroutine suspended in
+                    // it) loses its place, which only makes checks stricter.
+                    CURRENT.set(self.saved.block);
+                    ATTACHED.set(self.outer);
+                } else {
+                    // `ATTACHED` first: restoring `CURRENT` may check the
+                    // outer block, which may be an attached task block.
+                    let attached = if ATTACHED.get() == self.base {
+                        self.outer
+                    } else {
+                        ptr::null_mut()
+                    };
+                    ATTACHED.set(attached);
+                    restore_checked(self.saved);
+                }
+                EPOCH.set(EPOCH.get() + 1);
+                // SAFETY: the block is owned by the task block, not freed.
+                if SEND && unsafe { header(self.base) }.refs.get() != 0 {
+                    self.task.leave_pinned();
+                }
+            }
+        }
+        let Some(block) = &self.block else {
+            task_done()
+        };
+        let base = block.as_ptr();
+        let outer = ATTACHED.replace(base);
+        let saved = switch_to(base);
+        let _detach = Detach {
+            task: self,
+            base,
+            outer,
+            saved,
+        };
+        f()
+    }
+
+    /// Leaves a block that something on this thread still pins behind,
+    /// orphaned (the last pin destroys it, here), and goes on with a fresh one.
+    #[cold]
+    #[inline(never)]
+    fn leave_pinned(&mut self) {
+        let pinned = self.block.replace(Self::fresh());
+        // Pinned: `Block::drop` orphans it without running any value's
+        // destructor.
+        drop(pinned);
+    }
+
+    /// Destroys the block's values, with it current and attached, and
+    /// releases it. Nothing if it is destroyed already.
+    pub(crate) fn destroy(&mut self) {
+        struct Detach {
+            base: *mut u8,
+            outer: *mut u8,
+        }
+        impl Drop for Detach {
+            fn drop(&mut self) {
+                let attached = if ATTACHED.get() == self.base {
+                    self.outer
+                } else {
+                    ptr::null_mut()
+                };
+                ATTACHED.set(attached);
+                EPOCH.set(EPOCH.get() + 1);
+            }
+        }
+        let Some(block) = self.block.take() else {
+            return;
+        };
+        let base = block.as_ptr();
+        let _detach = Detach {
+            base,
+            outer: ATTACHED.replace(base),
+        };
+        // `Block::drop` makes it current while destructors run.
+        drop(block);
+    }
+}
+
+impl<const SEND: bool> Drop for TaskBlock<SEND> {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn task_done() -> ! {
+    panic!("co_local: the task has completed: its block is gone")
+}
+
+/// A future with a block of coroutine-local values of its own: an async
+/// task's values, for executors that may move tasks between threads.
+///
+/// `WithLocals::new(fut)` gives `fut` a block, as a coroutine has one. Each
+/// [`poll`](Future::poll) runs with that block current, so every
+/// [`co_local!`](crate::co_local) static that `fut` reaches, at any depth and
+/// across every `.await`, is the task's own copy. The inner future is dropped
+/// with its block current too (when it completes, or with the wrapper), and
+/// then the block's values are destroyed, with the block current, by the
+/// rules of every block (see [`LocalKey`]): when the task completes, is
+/// aborted, or loses a `select!`.
+///
+/// `WithLocals<F>` is `Send` when `F` is, so `tokio::spawn` takes it on the
+/// multi-thread runtime, and the task may go on on another worker after any
+/// `.await`. For that, its block reaches only declarations whose type is
+/// `Send` ([`Declaration::is_send`](crate::Declaration::is_send)): an access
+/// to any other one, in the task, fails as
+/// [`try_with`](LocalKey::try_with) does, with [`AccessError`], and the
+/// methods that cannot fail panic naming the static. Accesses to declarations
+/// of `Send` types cost what they cost elsewhere. On a single-threaded
+/// executor, [`LocalWithLocals`] reaches every declaration.
+///
+/// Code outside every wrapper, on a worker thread, reaches that thread's own
+/// values, as with `std::thread_local!`.
+///
+/// Each poll costs a few pointer swaps, whatever the number of declarations:
+/// no value is moved in or out.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::Cell;
+/// use co_local::{co_local, WithLocals};
+///
+/// co_local! {
+///     /// The request the current task serves.
+///     static REQUEST_ID: Cell<u64> = const { Cell::new(0) };
+///     /// Lines logged by the current task, made on first use.
+///     static LOG: std::cell::RefCell<Vec<String>> = std::cell::RefCell::new(Vec::new());
+/// }
+///
+/// fn log(line: &str) {
+///     LOG.with_borrow_mut(|log| log.push(format!("[{}] {line}", REQUEST_ID.get())));
+/// }
+///
+/// async fn handle() -> Vec<String> {
+///     log("start");
+///     tokio::task::yield_now().await; // may go on on another worker
+///     log("done");
+///     LOG.take()
+/// }
+///
+/// #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// async fn main() {
+///     let mut tasks = Vec::new();
+///     for id in 1..=3 {
+///         let mut task = WithLocals::new(handle());
+///         task.with_locals(|| REQUEST_ID.set(id)); // seeded before spawning
+///         tasks.push(tokio::spawn(task));
+///     }
+///     for (id, task) in (1..=3).zip(tasks) {
+///         assert_eq!(task.await.unwrap(), [format!("[{id}] start"), format!("[{id}] done")]);
+///     }
+///     assert_eq!(REQUEST_ID.get(), 0); // this thread's own copy
+/// }
+/// ```
+pub struct WithLocals<F> {
+    /// Field order: the future is dropped before the block.
+    future: Option<F>,
+    block: TaskBlock<true>,
+}
+
+/// A future with a block of coroutine-local values of its own, for
+/// executors that keep a task on one thread (tokio's `LocalSet`,
+/// `futures::executor::LocalPool`, a current-thread runtime's `spawn_local`).
+///
+/// Like [`WithLocals`], but it reaches every declaration, whatever its type,
+/// and is not `Send`.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use co_local::{co_local, LocalWithLocals};
+///
+/// co_local! {
+///     static SHARED: RefCell<Option<Rc<str>>> = const { RefCell::new(None) };
+/// }
+///
+/// let mut task = LocalWithLocals::new(async {
+///     SHARED.with_borrow(|s| s.as_deref().map(str::len))
+/// });
+/// task.with_locals(|| SHARED.set(Some(Rc::from("hello"))));
+/// assert_eq!(futures::executor::block_on(task), Some(5));
+/// ```
+pub struct LocalWithLocals<F> {
+    /// Field order: the future is dropped before the block.
+    future: Option<F>,
+    block: TaskBlock<false>,
+    /// Not `Send`: the block may hold values of any type.
+    _thread_bound: PhantomData<*const ()>,
+}
+
+impl<F> WithLocals<F> {
+    /// Wraps `future` with a new block: every constant in place, every lazy
+    /// value not made yet, except the `#[inherit]` values of `Send` types
+    /// alive in the current block, which the task starts with a copy of (see
+    /// [`Locals::inherit`](crate::Locals::inherit)).
+    pub fn new(future: F) -> WithLocals<F> {
+        WithLocals {
+            future: Some(future),
+            block: TaskBlock::new(),
+        }
+    }
+
+    /// Runs `f` with the task's block current, to seed values before the
+    /// task is spawned (`task.with_locals(|| REQUEST_ID.set(id))`) or read
+    /// them; `None` once the task has completed.
+    ///
+    /// Inside `f`, as in the task, only declarations whose type is `Send`
+    /// are reachable.
+    pub fn with_locals<R>(&mut self, f: impl FnOnce() -> R) -> Option<R> {
+        with_locals(&mut self.future, &mut self.block, f)
+    }
+}
+
+impl<F> LocalWithLocals<F> {
+    /// Wraps `future` with a new block: every constant in place, every lazy
+    /// value not made yet, except the `#[inherit]` values alive in the
+    /// current block, which the task starts with a copy of (see
+    /// [`Locals::inherit`](crate::Locals::inherit)).
+    pub fn new(future: F) -> LocalWithLocals<F> {
+        LocalWithLocals {
+            future: Some(future),
+            block: TaskBlock::new(),
+            _thread_bound: PhantomData,
+        }
+    }
+
+    /// Runs `f` with the task's block current, to seed values before the
+    /// task is spawned or read them; `None` once the task has completed.
+    pub fn with_locals<R>(&mut self, f: impl FnOnce() -> R) -> Option<R> {
+        with_locals(&mut self.future, &mut self.block, f)
+    }
+}
+
+fn with_locals<F, R, const SEND: bool>(
+    future: &mut Option<F>,
+    block: &mut TaskBlock<SEND>,
+    f: impl FnOnce() -> R,
+) -> Option<R> {
+    if future.is_none() || block.is_done() {
+        return None;
+    }
+    Some(block.run(f))
+}
+
+/// One poll of a task's future with its block current; on completion, the
+/// future is dropped with the block current, then the block is destroyed.
+#[inline(always)]
+fn poll_task<F: Future, const SEND: bool>(
+    future: &mut Option<F>,
+    block: &mut TaskBlock<SEND>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    let Some(inner) = future.as_mut() else {
+        polled_after_completion()
+    };
+    // SAFETY: the future is pinned with its wrapper (the caller has a
+    // `Pin<&mut _>` of it) and never moved out of its `Option`: it is only
+    // dropped in place (below, or with the wrapper).
+    let inner = unsafe { Pin::new_unchecked(inner) };
+    let poll = block.run(|| inner.poll(cx));
+    if poll.is_ready() {
+        // Dropped in place, with its block current.
+        block.run(|| *future = None);
+        block.destroy();
+    }
+    poll
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn polled_after_completion() -> ! {
+    panic!("co_local: a task wrapped with its locals was polled after it completed")
+}
+
+impl<F: Future> Future for WithLocals<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: the future is structurally pinned (`poll_task` never moves
+        // it; `Drop` drops it in place); the block is not pinned and is only
+        // used through `&mut`, which does not move the future.
+        let this = unsafe { self.get_unchecked_mut() };
+        poll_task(&mut this.future, &mut this.block, cx)
+    }
+}
+
+impl<F: Future> Future for LocalWithLocals<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: as for `WithLocals`.
+        let this = unsafe { self.get_unchecked_mut() };
+        poll_task(&mut this.future, &mut this.block, cx)
+    }
+}
+
+/// Drops the future of an unfinished task with its block current.
+fn drop_task<F, const SEND: bool>(future: &mut Option<F>, block: &mut TaskBlock<SEND>) {
+    if future.is_some() && !block.is_done() {
+        // Dropped in place: it may be pinned.
+        block.run(|| *future = None);
+    }
+}
+
+impl<F> Drop for WithLocals<F> {
+    fn drop(&mut self) {
+        drop_task(&mut self.future, &mut self.block);
+    }
+}
+
+impl<F> Drop for LocalWithLocals<F> {
+    fn drop(&mut self) {
+        drop_task(&mut self.future, &mut self.block);
+    }
+}
+
+impl<F> fmt::Debug for WithLocals<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithLocals")
+            .field("done", &self.block.is_done())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Debug for LocalWithLocals<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalWithLocals")
+            .field("done", &self.block.is_done())
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

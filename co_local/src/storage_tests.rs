@@ -3,13 +3,17 @@
 //! (`cargo +nightly miri test -p co_local --lib`).
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
-use crate::key::LocalKey;
+use crate::key::{AccessError, LocalKey};
 use crate::locals::Locals;
-use crate::registry::Declaration;
-use crate::storage::swap_current;
+use crate::registry::{Declaration, SendFallback as _, SendProbe};
+use crate::storage::{swap_current, LocalWithLocals, WithLocals};
 
 #[repr(align(4096))]
 struct Page([u8; 4096]);
@@ -47,12 +51,19 @@ macro_rules! decl {
         // SAFETY: each declaration is made with its own key (same type and
         // `lazy`), and this list is the unit tests' registry.
         unsafe {
-            Declaration::private_new::<$t>(&$key, stringify!($key), module_path!(), $lazy, false)
+            Declaration::private_new::<$t>(
+                &$key,
+                stringify!($key),
+                module_path!(),
+                $lazy,
+                false,
+                <SendProbe<$t>>::PROOF,
+            )
         }
     };
 }
 
-pub(super) static DECLARATIONS: [Declaration; 7] = [
+pub(super) static DECLARATIONS: [Declaration; 9] = [
     decl!(COUNT: Cell<u64>, lazy = false),
     decl!(LAZY_COUNT: Cell<u64>, lazy = true),
     decl!(NAMES: RefCell<Vec<String>>, lazy = true),
@@ -60,6 +71,8 @@ pub(super) static DECLARATIONS: [Declaration; 7] = [
     decl!(PAGE: Page, lazy = true),
     decl!(NOTHING: Zst, lazy = true),
     decl!(BYTE: Cell<u8>, lazy = false),
+    decl!(SHARED: RefCell<Option<Rc<u32>>>, lazy = true),
+    decl!(RAW: Cell<*const u8>, lazy = false),
 ];
 
 static COUNT: LocalKey<Cell<u64>> = // SAFETY: the key of its own declaration, in the registry.
@@ -69,6 +82,7 @@ static COUNT: LocalKey<Cell<u64>> = // SAFETY: the key of its own declaration, i
             || Cell::new(7),
             false,
             crate::__private::not_inherited,
+            <SendProbe<Cell<u64>>>::PROOF,
         )
     };
 static LAZY_COUNT: LocalKey<Cell<u64>> =
@@ -79,6 +93,7 @@ static LAZY_COUNT: LocalKey<Cell<u64>> =
             lazy_count,
             true,
             crate::__private::not_inherited,
+            <SendProbe<Cell<u64>>>::PROOF,
         )
     };
 static NAMES: LocalKey<RefCell<Vec<String>>> =
@@ -89,6 +104,7 @@ static NAMES: LocalKey<RefCell<Vec<String>>> =
             || RefCell::new(Vec::new()),
             true,
             crate::__private::not_inherited,
+            <SendProbe<RefCell<Vec<String>>>>::PROOF,
         )
     };
 static TRACKED: LocalKey<RefCell<Option<Tracked>>> =
@@ -99,6 +115,7 @@ static TRACKED: LocalKey<RefCell<Option<Tracked>>> =
             || RefCell::new(None),
             false,
             crate::__private::not_inherited,
+            <SendProbe<RefCell<Option<Tracked>>>>::PROOF,
         )
     };
 static PAGE: LocalKey<Page> =
@@ -109,6 +126,7 @@ static PAGE: LocalKey<Page> =
             || Page([9; 4096]),
             true,
             crate::__private::not_inherited,
+            <SendProbe<Page>>::PROOF,
         )
     };
 static NOTHING: LocalKey<Zst> = // SAFETY: the key of its own declaration, in the registry.
@@ -118,6 +136,7 @@ static NOTHING: LocalKey<Zst> = // SAFETY: the key of its own declaration, in th
             || Zst,
             true,
             crate::__private::not_inherited,
+            <SendProbe<Zst>>::PROOF,
         )
     };
 static BYTE: LocalKey<Cell<u8>> =
@@ -128,6 +147,29 @@ static BYTE: LocalKey<Cell<u8>> =
             || Cell::new(0xab),
             false,
             crate::__private::not_inherited,
+            <SendProbe<Cell<u8>>>::PROOF,
+        )
+    };
+static SHARED: LocalKey<RefCell<Option<Rc<u32>>>> =
+    // SAFETY: the key of its own declaration, in the registry.
+    unsafe {
+        LocalKey::private_new(
+            &DECLARATIONS[7],
+            || RefCell::new(Some(Rc::new(1))),
+            true,
+            crate::__private::not_inherited,
+            <SendProbe<RefCell<Option<Rc<u32>>>>>::PROOF,
+        )
+    };
+static RAW: LocalKey<Cell<*const u8>> =
+    // SAFETY: the key of its own declaration, in the registry.
+    unsafe {
+        LocalKey::private_new(
+            &DECLARATIONS[8],
+            || Cell::new(std::ptr::null()),
+            false,
+            crate::__private::not_inherited,
+            <SendProbe<Cell<*const u8>>>::PROOF,
         )
     };
 
@@ -271,4 +313,126 @@ fn threads_have_their_own_blocks_destroyed_at_exit() {
         "the thread's value dropped once at exit"
     );
     assert_eq!(COUNT.get(), 7, "this thread's copy is its own");
+}
+
+/// Polls `fut` once with a waker that does nothing.
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let waker = futures::task::noop_waker();
+    Pin::new(fut).poll(&mut Context::from_waker(&waker))
+}
+
+/// Pending once, then ready: a task that suspends at one `.await`.
+struct YieldOnce(bool);
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[test]
+fn the_probe_tells_which_types_are_send() {
+    assert!(COUNT.declaration().is_send());
+    assert!(TRACKED.declaration().is_send());
+    assert!(!SHARED.declaration().is_send());
+    assert!(!RAW.declaration().is_send());
+}
+
+#[test]
+fn send_task_blocks_refuse_values_that_are_not_send() {
+    let mut task = WithLocals::new(async {});
+    task.with_locals(|| {
+        assert_eq!(COUNT.get(), 7);
+        assert_eq!(SHARED.try_with(|_| ()), Err(AccessError::not_send()));
+        assert_eq!(RAW.try_with(Cell::get), Err(AccessError::not_send()));
+        let panic = catch_unwind(|| SHARED.with_borrow(|_| ())).unwrap_err();
+        let msg = panic.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.contains("`SHARED`") && msg.contains("not `Send`"),
+            "{msg}"
+        );
+        let panic = catch_unwind(|| RAW.set(std::ptr::null())).unwrap_err();
+        assert!(panic.downcast_ref::<String>().unwrap().contains("`RAW`"));
+    })
+    .unwrap();
+    // Everywhere else, they are reachable.
+    assert_eq!(SHARED.with_borrow(|s| s.as_deref().copied()), Some(1));
+    let mut local = LocalWithLocals::new(async {});
+    local
+        .with_locals(|| {
+            SHARED.set(Some(Rc::new(5)));
+            assert_eq!(SHARED.with_borrow(|s| s.as_deref().copied()), Some(5));
+            assert!(RAW.get().is_null());
+        })
+        .unwrap();
+    Locals::new().enter(|| assert!(SHARED.try_with(|_| ()).is_ok()));
+}
+
+#[test]
+fn task_values_last_across_polls_and_die_with_the_task() {
+    DROPS.with_borrow_mut(Vec::clear);
+    SEEN_OWN.set(None);
+    let mut task = WithLocals::new(Box::pin(async {
+        COUNT.set(COUNT.get() + 1);
+        TRACKED.set(Some(Tracked(3)));
+        YieldOnce(false).await;
+        COUNT.get()
+    }));
+    task.with_locals(|| COUNT.set(40)).unwrap();
+    assert_eq!(poll_once(&mut task), Poll::Pending);
+    COUNT.set(0); // the thread's own
+    assert_eq!(task.with_locals(|| COUNT.get()), Some(41));
+    assert!(DROPS.with_borrow(Vec::is_empty));
+    assert_eq!(poll_once(&mut task), Poll::Ready(41));
+    // Destroyed on completion, with the task's block current.
+    assert_eq!(DROPS.take(), [3]);
+    assert_eq!(SEEN_OWN.get(), Some(true));
+    assert_eq!(task.with_locals(|| ()), None);
+    assert_eq!(COUNT.get(), 0);
+}
+
+#[test]
+fn a_dropped_pending_task_destroys_its_values() {
+    DROPS.with_borrow_mut(Vec::clear);
+    let mut task = LocalWithLocals::new(Box::pin(async {
+        TRACKED.set(Some(Tracked(4)));
+        YieldOnce(false).await;
+    }));
+    assert_eq!(poll_once(&mut task), Poll::Pending);
+    assert!(DROPS.with_borrow(Vec::is_empty));
+    drop(task);
+    assert_eq!(DROPS.take(), [4]);
+}
+
+#[test]
+fn a_task_block_stays_current_when_blocks_die_inside_it() {
+    let mut outer = WithLocals::new(async {});
+    outer.with_locals(|| COUNT.set(1)).unwrap();
+    outer
+        .with_locals(|| {
+            // Blocks made and dropped inside: the thread's epoch moves, and
+            // the restores that follow check the task's block.
+            let mut block = Locals::new();
+            block.enter(|| COUNT.set(2));
+            drop(block);
+            assert_eq!(COUNT.get(), 1);
+            let mut inner = WithLocals::new(Box::pin(async { COUNT.get() }));
+            inner.with_locals(|| COUNT.set(3)).unwrap();
+            assert_eq!(poll_once(&mut inner), Poll::Ready(3));
+            assert_eq!(COUNT.get(), 1);
+            let mut block = Locals::new();
+            block.enter(|| {
+                drop(WithLocals::new(async {}));
+                COUNT.set(4);
+            });
+            assert_eq!(COUNT.get(), 1);
+            assert_eq!(block.enter(|| COUNT.get()), 4);
+        })
+        .unwrap();
+    assert_eq!(COUNT.get(), 7);
 }

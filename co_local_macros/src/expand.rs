@@ -67,6 +67,7 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
             #krate::__private::module_path!(),
             #lazy,
             #inherits,
+            <#krate::__private::SendProbe<#ty>>::PROOF,
         )
     };
     // The function that makes a new coroutine's copy: `Clone` (checked at
@@ -86,7 +87,13 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
         },
     };
     let new_key = quote_spanned! {ty_span=>
-        #krate::LocalKey::private_new(&__CO_LOCAL_DECLARATION, __co_local_init, #lazy, #inherit_fn)
+        #krate::LocalKey::private_new(
+            &__CO_LOCAL_DECLARATION,
+            __co_local_init,
+            #lazy,
+            #inherit_fn,
+            <#krate::__private::SendProbe<#ty>>::PROOF,
+        )
     };
     let new_declaration = quote! { unsafe { #new_declaration } };
     let new_key = quote! { unsafe { #new_key } };
@@ -94,6 +101,9 @@ fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
         #(#attrs)*
         #[doc = #doc]
         #vis #static_token #name: #krate::LocalKey<#ty> = {
+            // The fallback of `SendProbe::PROOF` (`None`) for a type that is
+            // not `Send`; imported without a name, so that it shadows nothing.
+            use #krate::__private::SendFallback as _;
             #[#krate::__private::linkme::distributed_slice(#krate::__private::DECLARATIONS)]
             #[linkme(crate = #krate::__private::linkme)]
             static __CO_LOCAL_DECLARATION: #krate::__private::Declaration = #new_declaration;

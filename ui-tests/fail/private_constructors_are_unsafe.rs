@@ -10,7 +10,11 @@ co_local::co_local! {
 
 fn main() {
     let _big: co_local::LocalKey<Cell<[u64; 64]>> =
-        co_local::LocalKey::private_new(SMALL.declaration(), || Cell::new([0; 64]), false, |c| {
-            Cell::new(c.get())
-        });
+        co_local::LocalKey::private_new(
+            SMALL.declaration(),
+            || Cell::new([0; 64]),
+            false,
+            |c| Cell::new(c.get()),
+            None,
+        );
 }

@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 co_local::co_local! {
     static COUNT: Cell<u32> = const { Cell::new(0) };
     static NAMES: RefCell<Vec<String>> = RefCell::new(Vec::new());
+    static SHARED: RefCell<Option<std::rc::Rc<str>>> = const { RefCell::new(None) };
 }
 
 fn main() {
@@ -18,4 +19,8 @@ fn main() {
     block.enter(|| assert_eq!(COUNT.get(), 0));
     assert_eq!(COUNT.get(), 1);
     assert_eq!(NAMES.with_borrow(|names| names.len()), 1);
+    assert!(COUNT.declaration().is_send());
+    assert!(!SHARED.declaration().is_send());
+    let mut task = co_local::WithLocals::new(std::future::ready(()));
+    task.with_locals(|| assert!(SHARED.try_with(|_| ()).is_err()));
 }

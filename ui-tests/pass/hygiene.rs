@@ -17,6 +17,10 @@ type LocalKey = ();
 type Locals = ();
 type Declaration = ();
 type DECLARATIONS = ();
+type SendProbe = ();
+type SendProof = ();
+trait SendFallback {}
+impl SendFallback for () {}
 const __CO_LOCAL_DECLARATION: () = ();
 fn __co_local_init() {}
 macro_rules! module_path {
@@ -34,6 +38,9 @@ macro_rules! distributed_slice {
     /// A lazy value.
     static LOG: ::std::cell::RefCell<::std::vec::Vec<u32>> =
         ::std::cell::RefCell::new(::std::vec::Vec::new());
+    /// A value whose type is not `Send`.
+    static SHARED: ::std::cell::RefCell<::std::option::Option<::std::rc::Rc<u32>>> =
+        const { ::std::cell::RefCell::new(::std::option::Option::None) };
 }
 
 mod nested {
@@ -47,6 +54,9 @@ fn main() {
     let (): Locals = ();
     let (): Declaration = ();
     let (): DECLARATIONS = ();
+    let (): SendProbe = ();
+    let (): SendProof = ();
+    let _: &dyn SendFallback = &();
     let () = __CO_LOCAL_DECLARATION;
     __co_local_init();
     distributed_slice!();
@@ -65,4 +75,8 @@ fn main() {
     ::std::assert_eq!(decl.name(), "COUNT");
     ::std::assert!(!decl.module_path().contains("not the module path"));
     ::std::assert!(nested::NESTED.declaration().module_path().ends_with("::nested"));
+    // Whether each type is `Send`, found despite the user's look-alikes.
+    ::std::assert!(COUNT.declaration().is_send());
+    ::std::assert!(!SHARED.declaration().is_send());
+    ::std::assert!(nested::NESTED.declaration().is_send()); // `&'static str` is `Send`
 }

@@ -12,12 +12,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 use std::sync::{LazyLock, Mutex, Once};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use co_local::Locals;
+use co_local::{LocalWithLocals, Locals, WithLocals};
 use co_local_benches::{ops, Case, Group};
 use co_runtime::{Coroutine, DEFAULT_STACK_SIZE};
 use context::stack::ProtectedFixedSizeStack;
@@ -43,6 +46,17 @@ std::thread_local! {
 
 tokio::task_local! {
     static TOKIO_CELL: Cell<u64>;
+    // Ten keys for a task that has ten task-locals (the async group).
+    static TOKIO_0: Cell<u64>;
+    static TOKIO_1: Cell<u64>;
+    static TOKIO_2: Cell<u64>;
+    static TOKIO_3: Cell<u64>;
+    static TOKIO_4: Cell<u64>;
+    static TOKIO_5: Cell<u64>;
+    static TOKIO_6: Cell<u64>;
+    static TOKIO_7: Cell<u64>;
+    static TOKIO_8: Cell<u64>;
+    static TOKIO_9: Cell<u64>;
 }
 
 may::coroutine_local!(static MAY_CELL: Cell<u64> = Cell::new(0));
@@ -613,6 +627,170 @@ pub fn blocks_group() -> Group {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Async tasks: the cost of a poll with the task's own values, and of an
+// access inside a task.
+// ---------------------------------------------------------------------------
+
+/// A future that is never ready and does nothing but hide what it does from
+/// the optimiser: it might read or write any memory, the current-block
+/// pointer included, so a wrapper's switch around it cannot be folded away.
+/// What is left of a poll is the wrapper's own work.
+struct Pending;
+
+impl Future for Pending {
+    type Output = ();
+
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        black_box(cx.waker());
+        Poll::Pending
+    }
+}
+
+/// Polls `fut` `n` times. Generic and `#[inline(never)]`: one loop of its
+/// own for each wrapper.
+#[inline(never)]
+fn poll_loop<F: Future>(n: u64, mut fut: Pin<&mut F>) -> Duration {
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    ops(n, || {
+        black_box(fut.as_mut().poll(&mut cx).is_pending());
+    })
+}
+
+pub fn poll_bare(n: u64) -> Duration {
+    poll_loop(n, pin!(Pending))
+}
+
+pub fn poll_with_locals(n: u64) -> Duration {
+    poll_loop(n, pin!(WithLocals::new(Pending)))
+}
+
+pub fn poll_local_with_locals(n: u64) -> Duration {
+    poll_loop(n, pin!(LocalWithLocals::new(Pending)))
+}
+
+/// The naive wrapper: `Locals::enter` around each poll, thread-bound, with
+/// no care for what a task leaves behind when it moves.
+struct Entered<F> {
+    locals: Locals,
+    inner: F,
+}
+
+impl<F: Future + Unpin> Future for Entered<F> {
+    type Output = F::Output;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        this.locals.enter(|| Pin::new(&mut this.inner).poll(cx))
+    }
+}
+
+pub fn poll_locals_enter(n: u64) -> Duration {
+    poll_loop(
+        n,
+        pin!(Entered {
+            locals: Locals::new(),
+            inner: Pending,
+        }),
+    )
+}
+
+pub fn poll_tokio_scope_1(n: u64) -> Duration {
+    poll_loop(n, pin!(TOKIO_CELL.scope(Cell::new(0), Pending)))
+}
+
+pub fn poll_tokio_scope_10(n: u64) -> Duration {
+    let c = || Cell::new(0);
+    let fut = TOKIO_0.scope(
+        c(),
+        TOKIO_1.scope(
+            c(),
+            TOKIO_2.scope(
+                c(),
+                TOKIO_3.scope(
+                    c(),
+                    TOKIO_4.scope(
+                        c(),
+                        TOKIO_5.scope(
+                            c(),
+                            TOKIO_6.scope(
+                                c(),
+                                TOKIO_7.scope(c(), TOKIO_8.scope(c(), TOKIO_9.scope(c(), Pending))),
+                            ),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+    );
+    poll_loop(n, pin!(fut))
+}
+
+/// Runs the loop `run` in one poll of a task with its own values.
+fn in_task(run: fn(u64) -> Duration) -> impl Fn(u64) -> Duration {
+    move |n| {
+        let task = WithLocals::new(std::future::poll_fn(move |_| Poll::Ready(run(n))));
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        match pin!(task).poll(&mut cx) {
+            Poll::Ready(time) => time,
+            Poll::Pending => unreachable!("the task is ready at once"),
+        }
+    }
+}
+
+/// tokio's `task_local!` inside a task's `scope`, polled as a future.
+fn tokio_in_task(n: u64) -> Duration {
+    let task = TOKIO_CELL.scope(
+        Cell::new(0),
+        std::future::poll_fn(move |_| {
+            tokio_loop(1);
+            Poll::Ready(tokio_loop(n))
+        }),
+    );
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    match pin!(task).poll(&mut cx) {
+        Poll::Ready(time) => time,
+        Poll::Pending => unreachable!("the task is ready at once"),
+    }
+}
+
+pub fn async_group() -> Group {
+    Group {
+        name: "async",
+        op: "one poll of a future that is never ready, bare or wrapped with its task's values",
+        baselines: vec!["bare poll"],
+        ops_per_rep: 500_000,
+        ops_per_count: 100_000,
+        cases: vec![
+            Case::new("loop only", on_thread(loop_only)),
+            Case::new("bare poll", poll_bare),
+            Case::new("WithLocals", poll_with_locals),
+            Case::new("LocalWithLocals", poll_local_with_locals),
+            Case::new("Locals::enter wrapper", poll_locals_enter),
+            Case::new("tokio scope, 1 key", poll_tokio_scope_1),
+            Case::new("tokio scope, 10 keys", poll_tokio_scope_10),
+        ],
+    }
+}
+
+pub fn async_access_group() -> Group {
+    Group {
+        name: "async-access",
+        op: "`X.set(X.get() + 1)` on a `Cell<u64>` inside a polled task",
+        baselines: vec!["tokio task_local"],
+        ops_per_rep: 500_000,
+        ops_per_count: 100_000,
+        cases: vec![
+            Case::new("loop only", on_thread(loop_only)),
+            Case::new("co const, WithLocals", in_task(co_const)),
+            Case::new("co lazy, WithLocals", in_task(co_lazy)),
+            Case::new("tokio task_local", tokio_in_task),
+        ],
+    }
+}
+
 /// Every group of this module but the live-coroutine one.
 pub fn groups() -> Vec<Group> {
     vec![
@@ -620,6 +798,8 @@ pub fn groups() -> Vec<Group> {
         switch_group(),
         creation_group(),
         blocks_group(),
+        async_group(),
+        async_access_group(),
     ]
 }
 
