@@ -580,6 +580,7 @@ impl Block {
     /// panics, the new block is dropped (destroying the copies made) and the
     /// panic goes on. With no `#[inherit]` declaration, this is
     /// [`Block::new`].
+    #[inline]
     pub(crate) fn inherit() -> Block {
         Block::new().with_inherited(false)
     }
@@ -587,12 +588,19 @@ impl Block {
     /// Copies into this new block each `#[inherit]` value alive in the
     /// current block (only those of `Send` types if `send_only`: the block
     /// of a task that may move between threads reaches no other).
+    #[inline(always)]
     fn with_inherited(self, send_only: bool) -> Block {
+        if layout().inherited.is_empty() {
+            // No declaration inherits: nothing more than `Block::new`.
+            return self;
+        }
+        self.copy_inherited(send_only)
+    }
+
+    #[inline(never)]
+    fn copy_inherited(self, send_only: bool) -> Block {
         let block = self;
         let layout = layout();
-        if layout.inherited.is_empty() {
-            return block;
-        }
         let parent = CURRENT.get();
         if parent.is_null() {
             // The thread's own block is not made: only constants, which the
