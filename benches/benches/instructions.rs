@@ -137,12 +137,7 @@ fn scaling(me: &Path) -> std::io::Result<()> {
             describe(me),
             describe(&many_drop)
         );
-        for case in [
-            "Locals::new + drop",
-            "Locals::new + const RefCell<Vec> access + drop",
-            "Locals::new + lazy RefCell<Vec> access + drop",
-            "co_runtime: create + lazy RefCell<Vec> access + drop",
-        ] {
+        for case in common::BLOCK_CASES {
             let full = format!("blocks/{case}");
             let few = callgrind::per_op(me, &full, 20_000)?;
             let many = callgrind::per_op(&many_drop, &full, 20_000)?;

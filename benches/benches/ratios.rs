@@ -78,12 +78,7 @@ fn blocks_few_vs_many(rounds: usize, out: &mut impl std::io::Write) -> std::io::
         return Ok(());
     };
     let me = std::env::current_exe()?;
-    for case in [
-        "Locals::new + drop",
-        "Locals::new + const RefCell<Vec> access + drop",
-        "Locals::new + lazy RefCell<Vec> access + drop",
-        "co_runtime: create + lazy RefCell<Vec> access + drop",
-    ] {
+    for case in common::BLOCK_CASES {
         let full = format!("blocks/{case}");
         let exes = [
             ("this suite (5 declarations)", &me),

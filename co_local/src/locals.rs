@@ -56,7 +56,10 @@ pub struct Locals {
 impl Locals {
     /// Makes a block: every constant in place, every lazy value not made yet.
     pub fn new() -> Locals {
-        let block = Block::new();
+        Locals::from_block(Block::new())
+    }
+
+    fn from_block(block: Block) -> Locals {
         let resume = Resume::new(&block);
         Locals { block, resume }
     }
@@ -95,9 +98,7 @@ impl Locals {
     /// assert_eq!(sub_task.enter(|| RETRIES.get()), 0);
     /// ```
     pub fn inherit() -> Locals {
-        let block = Block::inherit();
-        let resume = Resume::new(&block);
-        Locals { block, resume }
+        Locals::from_block(Block::inherit())
     }
 
     /// Makes this block as [`Locals::new`] made it, without allocating: the

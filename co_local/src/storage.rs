@@ -465,27 +465,49 @@ unsafe fn pin(base: *mut u8) {
     refs.set(refs.get() + 1);
 }
 
-/// Gives back a pin on the block at `base`; `false` if the block has been
-/// orphaned (its owner dropped it). The last pin of an orphaned block
-/// destroys and frees it.
+/// Gives back a pin on the block at `base`. The last pin of an orphaned
+/// block (its owner dropped it) destroys and frees it.
 ///
 /// # Safety
 ///
 /// `base` must be a block on which the caller holds a pin.
 #[inline(always)]
-unsafe fn unpin(base: *mut u8) -> bool {
+unsafe fn unpin(base: *mut u8) {
     // SAFETY: pinned, so not freed.
     let refs = unsafe { &header(base).refs };
     let left = refs.get() - 1;
     refs.set(left);
-    if left >= 0 {
-        return true;
-    }
     if left == ORPHAN {
         // SAFETY: the owner is gone and this was the last pin.
         unsafe { finish_orphan(base) };
     }
-    false
+}
+
+/// A pin on a block, given back when dropped, also while unwinding: what
+/// every piece of code that lets user code run with a reference into a
+/// block (or with the block's address) holds meanwhile.
+struct BlockPin(*mut u8);
+
+impl BlockPin {
+    /// Pins the block at `base`.
+    ///
+    /// # Safety
+    ///
+    /// `base` must be a block that is not freed.
+    #[inline(always)]
+    unsafe fn take(base: *mut u8) -> BlockPin {
+        // SAFETY: the caller's guarantee.
+        unsafe { pin(base) };
+        BlockPin(base)
+    }
+}
+
+impl Drop for BlockPin {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: pinned in `take`.
+        unsafe { unpin(self.0) };
+    }
 }
 
 /// Destroys and frees an orphaned block whose last pin is gone.
@@ -607,18 +629,10 @@ impl Block {
             // new block has already.
             return block;
         }
-        struct Unpin(*mut u8);
-        impl Drop for Unpin {
-            fn drop(&mut self) {
-                // SAFETY: pinned below.
-                unsafe { unpin(self.0) };
-            }
-        }
         // The copies are user code: the pin keeps the parent's memory and
         // values while they run, whatever they do.
         // SAFETY: `parent` is current, so not freed.
-        unsafe { pin(parent) };
-        let _unpin = Unpin(parent);
+        let _pin = unsafe { BlockPin::take(parent) };
         let child = block.as_ptr();
         for entry in &layout.inherited {
             if send_only && !entry.send {
@@ -678,6 +692,9 @@ impl Block {
         }
         if in_place {
             let layout = layout();
+            // The prefix image resets the header too; whether the block is
+            // in this thread's live set is not the image's to say.
+            let listed = header.listed.get();
             // SAFETY: every value is destroyed and nothing refers to the
             // block; the prefix image resets the header and the constants.
             unsafe {
@@ -689,6 +706,7 @@ impl Block {
                 );
                 // Born anew: restores recorded before see a different block.
                 header_mut_born(base);
+                header.listed.set(listed);
             }
         } else {
             let old = core::mem::replace(self, Block::new());
@@ -1159,16 +1177,8 @@ fn slow_path<T: 'static>(
 
     // The initialiser is user code: it may reach this key again, or suspend
     // and let the block's owner drop it. The pin keeps the memory.
-    struct Unpin(*mut u8);
-    impl Drop for Unpin {
-        fn drop(&mut self) {
-            // SAFETY: pinned below.
-            unsafe { unpin(self.0) };
-        }
-    }
     // SAFETY: `base` is current, so not freed.
-    unsafe { pin(base) };
-    let unpin_on_exit = Unpin(base);
+    let unpin_on_exit = unsafe { BlockPin::take(base) };
     let new = match preset.and_then(Option::take) {
         Some(v) => v,
         None => (key.init)(),
@@ -1264,19 +1274,9 @@ pub(crate) fn with<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) 
 /// unwinds.
 #[inline(always)]
 fn pinned<T, R>(value: NonNull<T>, f: impl FnOnce(&T) -> R) -> R {
-    struct Unpin(*mut u8);
-    impl Drop for Unpin {
-        #[inline(always)]
-        fn drop(&mut self) {
-            // SAFETY: pinned below.
-            unsafe { unpin(self.0) };
-        }
-    }
-    let base = current();
     // SAFETY: the value was just found in the current block, which is not
     // freed.
-    unsafe { pin(base) };
-    let _unpin = Unpin(base);
+    let _pin = unsafe { BlockPin::take(current()) };
     // SAFETY: see `value_ref`; the pin keeps the block's memory and values
     // while `f` runs, even if the owner drops the block meanwhile.
     f(unsafe { value_ref(value) })
@@ -1286,7 +1286,7 @@ fn pinned<T, R>(value: NonNull<T>, f: impl FnOnce(&T) -> R) -> R {
 /// alive, in that block, as long as this guard, whatever runs meanwhile (the
 /// coroutine may suspend, its block's owner may drop it). For `scope`.
 pub(crate) struct PinnedValue<T: 'static> {
-    base: *mut u8,
+    _pin: BlockPin,
     value: NonNull<T>,
 }
 
@@ -1299,23 +1299,15 @@ impl<T: 'static> PinnedValue<T> {
             Ok(value) => value,
             Err(err) => crate::key::panic_access_error(key.decl.name(), err),
         };
-        let base = current();
         // SAFETY: the value was just found in the current block, not freed.
-        unsafe { pin(base) };
-        PinnedValue { base, value }
+        let _pin = unsafe { BlockPin::take(current()) };
+        PinnedValue { _pin, value }
     }
 
     pub(crate) fn get(&self) -> &T {
         // SAFETY: the pin keeps the block, and the value in it, alive while
         // `self` lives: destruction stops at a pinned block.
         unsafe { value_ref(self.value) }
-    }
-}
-
-impl<T: 'static> Drop for PinnedValue<T> {
-    fn drop(&mut self) {
-        // SAFETY: pinned in `of`.
-        unsafe { unpin(self.base) };
     }
 }
 

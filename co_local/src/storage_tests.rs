@@ -436,3 +436,18 @@ fn a_task_block_stays_current_when_blocks_die_inside_it() {
         .unwrap();
     assert_eq!(COUNT.get(), 7);
 }
+
+/// `Locals::reset` copies the prefix image over the header; the block must
+/// stay in the thread's live set, and say so, or freeing it later would leave
+/// its address in the set.
+#[test]
+fn a_reset_block_stays_listed_in_the_live_set() {
+    use crate::storage::{header, LIVE};
+    let mut block = Locals::new();
+    block.enter(|| NAMES.with_borrow_mut(|n| n.push(String::from("made"))));
+    block.reset();
+    let base = block.as_raw().0;
+    // SAFETY: `block` owns the block, which is not freed.
+    assert!(unsafe { header(base) }.listed.get());
+    assert!(LIVE.with(|live| live.borrow().contains(&(base as usize))));
+}

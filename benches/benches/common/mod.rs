@@ -602,6 +602,15 @@ pub fn locals_access_lazy_vec(n: u64) -> Duration {
     })
 }
 
+/// The cases of [`blocks_group`], by name: the `instructions` and `ratios`
+/// targets run each one in this binary and in `many_drop`.
+pub const BLOCK_CASES: [&str; 4] = [
+    "Locals::new + drop",
+    "Locals::new + const RefCell<Vec> access + drop",
+    "Locals::new + lazy RefCell<Vec> access + drop",
+    "co_runtime: create + lazy RefCell<Vec> access + drop",
+];
+
 pub fn blocks_group() -> Group {
     Group {
         name: "blocks",
@@ -610,19 +619,10 @@ pub fn blocks_group() -> Group {
         ops_per_rep: 20_000,
         ops_per_count: 20_000,
         cases: vec![
-            Case::new("Locals::new + drop", locals_new_drop),
-            Case::new(
-                "Locals::new + const RefCell<Vec> access + drop",
-                locals_access_const_vec,
-            ),
-            Case::new(
-                "Locals::new + lazy RefCell<Vec> access + drop",
-                locals_access_lazy_vec,
-            ),
-            Case::new(
-                "co_runtime: create + lazy RefCell<Vec> access + drop",
-                create_co_runtime_access,
-            ),
+            Case::new(BLOCK_CASES[0], locals_new_drop),
+            Case::new(BLOCK_CASES[1], locals_access_const_vec),
+            Case::new(BLOCK_CASES[2], locals_access_lazy_vec),
+            Case::new(BLOCK_CASES[3], create_co_runtime_access),
         ],
     }
 }
