@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::storage::{self, Block, RawBlock, Resume};
+use crate::storage::{self, Block, RawBlock};
 
 /// One block of coroutine-local storage: a copy of every value declared with
 /// [`co_local!`](crate::co_local) in the binary.
@@ -50,7 +50,6 @@ use crate::storage::{self, Block, RawBlock, Resume};
 /// ```
 pub struct Locals {
     block: Block,
-    resume: Resume,
 }
 
 impl Locals {
@@ -60,8 +59,7 @@ impl Locals {
     }
 
     fn from_block(block: Block) -> Locals {
-        let resume = Resume::new(&block);
-        Locals { block, resume }
+        Locals { block }
     }
 
     /// Makes a block that starts with a copy of each `#[inherit]` value
@@ -128,7 +126,6 @@ impl Locals {
     /// ```
     pub fn reset(&mut self) {
         self.block.reset();
-        self.resume = Resume::new(&self.block);
     }
 
     /// Runs `f` with this block current on this thread, and makes the
@@ -146,9 +143,11 @@ impl Locals {
     /// Around each switch into the coroutine: `locals.resume(|| co.resume(x))`.
     /// When `f` returns, whatever is current is remembered for the next
     /// `resume`: the coroutine may have suspended inside an
-    /// [`enter`](Locals::enter) of its own, whose block must be current again
-    /// when it goes on. If that block has been dropped since (the coroutine
-    /// was unwound outside `resume`), this block is used instead.
+    /// [`enter`](Locals::enter) of its own, or inside a poll of a
+    /// [`WithLocals`](crate::WithLocals), whose block must be current again
+    /// when it goes on. If that block is dropped or made anew meanwhile (the
+    /// coroutine was unwound outside `resume`), or the task's call ends, this
+    /// block is used instead.
     ///
     /// Dropping the coroutine unwinds its stack in most libraries: do it
     /// inside `resume` too (`locals.resume(|| drop(co))`) so that destructors
@@ -156,8 +155,9 @@ impl Locals {
     /// `Locals` first, is sound as well: a value still referenced from the
     /// suspended stack is kept until the reference ends.
     ///
-    /// The cost is that of [`enter`](Locals::enter) plus one comparison: no
-    /// work per declared value.
+    /// The cost is that of a pointer swap plus one comparison when `f`
+    /// returns, whatever the number of declared values (co_runtime switches
+    /// through it).
     ///
     /// # Examples
     ///
@@ -185,7 +185,7 @@ impl Locals {
     /// ```
     #[inline(always)]
     pub fn resume<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        self.resume.run(f)
+        storage::resume(&self.block, f)
     }
 
     /// A raw handle on this block, for [`swap_current`](crate::swap_current).

@@ -33,18 +33,29 @@
 //!   initialiser that is running: these hold a *pin* (`Header::refs`). A
 //!   block dropped while pinned is *orphaned*: nothing in it is destroyed
 //!   or freed until the last pin goes, which destroys and frees it;
-//! - the block a pending `enter` or `resume` will restore, or the block a
-//!   `resume` remembered for its coroutine: these record the thread's
-//!   *epoch*, which every owner's drop advances. A restore whose epoch has
-//!   not moved puts its block back at the cost of one comparison; otherwise
-//!   it first checks the block in the thread's set of allocated blocks (its
-//!   address, born no later than the record, neither orphaned nor pooled)
-//!   and makes the thread's own block current if the block is gone;
+//! - the block a pending `enter`, `resume` or task call will restore: these
+//!   record one of the thread's two clocks. `EPOCH` advances at every
+//!   owner's drop (and free) of a block; `CHANGES` advances with it, and
+//!   also whenever a switch begins that may outlive an enclosing `resume`
+//!   (every `enter`, a task's call, `swap_current`). A restore whose clock
+//!   has not moved puts its block back at the cost of one comparison;
+//!   otherwise it first checks the block in the thread's set of allocated
+//!   blocks (its address, born no later than the record, neither orphaned
+//!   nor pooled) and makes the thread's own block current if the block is
+//!   gone. `enter` records `EPOCH`, so `enter`s nested inside it cost it no
+//!   check; `resume` records `CHANGES`, so one comparison also tells it that
+//!   its coroutine came back with the block `resume` made current;
+//! - the block a [`Locals`](crate::Locals)' `resume` makes current next
+//!   (`Header::next`), when its coroutine suspended with another block
+//!   current (inside an `enter`, or inside a task's poll): that block lists
+//!   it in the thread's `HELD` table, and before it dies, is made anew or
+//!   leaves the thread, sends it back to its own block. So `resume` reads
+//!   `next` without any check;
 //! - `CURRENT` itself: the owner's drop resets it to the thread's block if
 //!   it names the block.
 //!
-//! A task's block is in no live set: it is reachable only while one of its
-//! task's calls runs on a thread, which *attaches* it there (`ATTACHED`), and
+//! A [`WithLocals`] task's block is in no live set: it is reachable only
+//! while one of its task's calls runs on a thread, which *attaches* it there (`ATTACHED`), and
 //! every trace of it on that thread fails its check once the call is over
 //! (see [`TaskBlock`]). So it may move with its task between two calls.
 
@@ -57,7 +68,7 @@ use core::pin::Pin;
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 use std::alloc::{self, handle_alloc_error};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
@@ -177,6 +188,13 @@ struct Header {
     made: Cell<usize>,
     /// The thread's epoch when the block was made (see the module docs).
     born: Cell<u64>,
+    /// The thread's `CHANGES` when the block was made.
+    born_changes: Cell<u64>,
+    /// For the block of a [`Locals`](crate::Locals): the block its
+    /// [`resume`] makes current next time: this block, null (the thread's
+    /// own block), or a block that lists this one in `HELD` (alive: it sends
+    /// this one back to itself before it dies).
+    next: Cell<*mut u8>,
     /// Set when destruction of the block starts: no value is made after.
     destroying: Cell<bool>,
     /// Set while the block waits in the thread's pool: no owner.
@@ -188,6 +206,8 @@ struct Header {
     /// none (they move between threads); every other block, pooled ones
     /// included, is in the set of its thread.
     listed: Cell<bool>,
+    /// Whether some `Locals` names this block as its `next` (see `HELD`).
+    held: Cell<bool>,
 }
 
 /// Added to `Header::refs` when the owner drops a pinned block.
@@ -370,7 +390,7 @@ struct Pool(RefCell<Vec<NonNull<u8>>>);
 impl Drop for Pool {
     fn drop(&mut self) {
         let layout = layout();
-        EPOCH.set(EPOCH.get() + 1);
+        advance();
         for base in self.0.get_mut().drain(..) {
             let _ = LIVE.try_with(|live| live.borrow_mut().remove(&(base.as_ptr() as usize)));
             // SAFETY: pooled blocks were allocated with this layout and are
@@ -384,6 +404,14 @@ std::thread_local! {
     static POOL: Pool = const { Pool(RefCell::new(Vec::new())) };
     /// Advanced by every owner's drop of a block (see the module docs).
     static EPOCH: Cell<u64> = const { Cell::new(0) };
+    /// Advanced with `EPOCH`, and by every switch that may still be
+    /// unfinished when a `resume` begun before it returns (`enter`, a task's
+    /// call, `swap_current`, a `resume` that remembers a block): what a
+    /// `resume` compares, once, when its coroutine comes back.
+    static CHANGES: Cell<u64> = const { Cell::new(0) };
+    /// For each block that a `Locals` remembered as its `next`: the blocks of
+    /// those `Locals`, sent back to themselves when it dies.
+    static HELD: Held = Held(RefCell::new(HashMap::default()));
     /// The blocks of this thread that are not freed (orphaned and pooled
     /// ones too): allocated and freed blocks come and go, recycled ones
     /// stay, so a block's life in steady state touches it not at all.
@@ -392,6 +420,129 @@ std::thread_local! {
     /// The task block attached to this thread by the innermost
     /// [`TaskBlock::run`] still running, or null (see [`TaskBlock`]).
     static ATTACHED: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// Advances both clocks: a block died, or left the thread.
+#[inline(always)]
+fn advance() {
+    EPOCH.set(EPOCH.get() + 1);
+    CHANGES.set(CHANGES.get() + 1);
+}
+
+/// Advances `CHANGES` alone: a switch began that a `resume` must look at.
+#[inline(always)]
+fn changed() {
+    CHANGES.set(CHANGES.get() + 1);
+}
+
+/// The blocks remembered by `Locals` of this thread, and who remembered
+/// each (both by address).
+struct Held(RefCell<HashMap<usize, Vec<usize>, BuildHasherDefault<AddressHasher>>>);
+
+impl Drop for Held {
+    /// At thread exit: every `Locals` goes back to its own block, since no
+    /// block can tell them any more when it dies.
+    fn drop(&mut self) {
+        for (held, holders) in self.0.get_mut().drain() {
+            // SAFETY: a block in the table is not freed (it leaves the table
+            // before), nor are its holders (each leaves it when dropped).
+            unsafe {
+                header(held as *mut u8).held.set(false);
+                for holder in holders {
+                    header(holder as *mut u8).next.set(holder as *mut u8);
+                }
+            }
+        }
+    }
+}
+
+/// Makes `next` the block that the `Locals` owning `base` makes current at
+/// its next `resume`. A block other than `base` and the thread's (null) is
+/// listed in `HELD`; if it cannot be (thread exit), `base` is used instead.
+///
+/// # Safety
+///
+/// `base` must be an owned block; `next` null, `base`, or a block that is
+/// not freed.
+unsafe fn set_next(base: *mut u8, next: *mut u8) {
+    // SAFETY: the caller's guarantee.
+    let own = unsafe { header(base) };
+    let old = own.next.get();
+    if old == next {
+        return;
+    }
+    if !old.is_null() && old != base {
+        // SAFETY: a block named by `next` is not freed (see `Header::next`).
+        unsafe { unhold(old, base) };
+    }
+    let next = if next.is_null() || next == base {
+        next
+    } else {
+        let listed = HELD
+            .try_with(|held| {
+                let mut held = held.0.borrow_mut();
+                held.entry(next as usize).or_default().push(base as usize);
+            })
+            .is_ok();
+        if listed {
+            // SAFETY: the caller's guarantee.
+            unsafe { header(next) }.held.set(true);
+            next
+        } else {
+            base
+        }
+    };
+    own.next.set(next);
+}
+
+/// Takes `holder` off the list of the `Locals` that remembered `block`.
+///
+/// # Safety
+///
+/// `block` must not be freed.
+unsafe fn unhold(block: *mut u8, holder: *mut u8) {
+    let _ = HELD.try_with(|held| {
+        let mut held = held.0.borrow_mut();
+        let Some(holders) = held.get_mut(&(block as usize)) else {
+            return;
+        };
+        if let Some(at) = holders.iter().position(|&h| h == holder as usize) {
+            holders.swap_remove(at);
+        }
+        if holders.is_empty() {
+            held.remove(&(block as usize));
+            // SAFETY: the caller's guarantee.
+            unsafe { header(block) }.held.set(false);
+        }
+    });
+}
+
+/// Sends every `Locals` that remembered `block` back to its own block, and
+/// makes the `Locals` owning `block` (if any) forget what it remembered:
+/// `block` is about to die, be made anew, or leave the thread.
+///
+/// # Safety
+///
+/// `block` must not be freed.
+unsafe fn release(block: *mut u8) {
+    // SAFETY: the caller's guarantee.
+    let dying = unsafe { header(block) };
+    // SAFETY: as above; `block` itself is always allowed.
+    unsafe { set_next(block, block) };
+    if !dying.held.get() {
+        return;
+    }
+    dying.held.set(false);
+    let holders = HELD
+        .try_with(|held| held.0.borrow_mut().remove(&(block as usize)))
+        .ok()
+        .flatten();
+    for holder in holders.into_iter().flatten() {
+        // SAFETY: a holder leaves the list before its block is freed.
+        unsafe { header(holder as *mut u8) }
+            .next
+            .set(holder as *mut u8);
+    }
 }
 
 /// Hashes block addresses: aligned, distinct pointers, so one multiply
@@ -417,12 +568,21 @@ impl Hasher for AddressHasher {
     }
 }
 
-/// Whether `block`, recorded at `epoch`, is still the same live block that
-/// its owner has not dropped: in the live set, born no later than the
-/// record, not orphaned. Null (the thread's own block) always is.
+/// Which clock a record was taken with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    /// `EPOCH`: records of `enter`.
+    Epoch,
+    /// `CHANGES`: records of `resume` and of a task's call.
+    Changes,
+}
+
+/// Whether `block`, recorded at `at` on `clock`, is still the same live
+/// block that its owner has not dropped: in the live set, born no later
+/// than the record, not orphaned. Null (the thread's own block) always is.
 #[cold]
 #[inline(never)]
-fn still_there(block: *mut u8, epoch: u64) -> bool {
+fn still_there(block: *mut u8, at: u64, clock: Clock) -> bool {
     if block.is_null() {
         return true;
     }
@@ -437,7 +597,11 @@ fn still_there(block: *mut u8, epoch: u64) -> bool {
     live && {
         // SAFETY: a block in the live set is not freed.
         let header = unsafe { header(block) };
-        header.born.get() <= epoch && header.refs.get() >= 0 && !header.pooled.get()
+        let born = match clock {
+            Clock::Epoch => header.born.get(),
+            Clock::Changes => header.born_changes.get(),
+        };
+        born <= at && header.refs.get() >= 0 && !header.pooled.get()
     }
 }
 
@@ -676,11 +840,14 @@ impl Block {
     /// whoever still reaches it) and a new block takes its place.
     pub(crate) fn reset(&mut self) {
         let base = self.as_ptr();
-        EPOCH.set(EPOCH.get() + 1);
+        advance();
         if CURRENT.get() == base {
             CURRENT.set(ptr::null_mut());
         }
-        // SAFETY: the owner's block is not freed.
+        // SAFETY: the owner's block is not freed. Whoever remembered it
+        // remembers their own block instead, made anew or not.
+        unsafe { release(base) };
+        // SAFETY: as above.
         let header = unsafe { header(base) };
         let mut panic = None;
         let mut in_place = header.refs.get() == 0;
@@ -696,8 +863,10 @@ impl Block {
             // in this thread's live set is not the image's to say.
             let listed = header.listed.get();
             // SAFETY: every value is destroyed and nothing refers to the
-            // block; the prefix image resets the header and the constants.
+            // block (a `resume` that remembered it meanwhile forgets it
+            // here); the prefix image resets the header and the constants.
             unsafe {
+                release(base);
                 clean(base);
                 ptr::copy_nonoverlapping(
                     layout.prefix.as_ptr().cast::<u8>(),
@@ -722,14 +891,18 @@ impl Block {
     }
 }
 
-/// Sets the born epoch of a block just made or reset.
+/// Sets the born epochs of a block just made or reset, and makes it its
+/// own `next`.
 ///
 /// # Safety
 ///
 /// `base` must be a block that is not freed.
 unsafe fn header_mut_born(base: *mut u8) {
     // SAFETY: the caller's guarantee.
-    unsafe { header(base) }.born.set(EPOCH.get());
+    let header = unsafe { header(base) };
+    header.born.set(EPOCH.get());
+    header.born_changes.set(CHANGES.get());
+    header.next.set(base);
 }
 
 /// Marks the value whose state byte is at `state` (bitmap index `index`)
@@ -762,12 +935,15 @@ impl Drop for Block {
         let base = self.base.as_ptr();
         // Restores and `resume`s recorded before this point check their
         // block before putting it back.
-        EPOCH.set(EPOCH.get() + 1);
+        advance();
         if CURRENT.get() == base {
             // Left current by a scope that did not nest (another library's
             // coroutine switched stacks inside it): nothing will restore it.
             CURRENT.set(ptr::null_mut());
         }
+        // SAFETY: the owner's block is not freed. A `Locals` that
+        // remembered it makes its own block current instead.
+        unsafe { release(base) };
         // SAFETY: the owner's block is not freed.
         let header = unsafe { header(base) };
         if header.refs.get() > 0 {
@@ -802,9 +978,13 @@ unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
         header.refs.set(header.refs.get() + ORPHAN);
         return panic;
     }
-    // SAFETY: every value is destroyed and nothing refers to the block.
-    unsafe { clean(base) };
-    EPOCH.set(EPOCH.get() + 1);
+    // SAFETY: every value is destroyed and nothing refers to the block (a
+    // `resume` that remembered it while it was destroyed forgets it here).
+    unsafe {
+        release(base);
+        clean(base);
+    }
+    advance();
     let layout = layout();
     // A pooled block is in this thread's live set, wherever it was made (a
     // task's block may have come from another thread).
@@ -957,38 +1137,19 @@ fn for_each_dirty_word(base: *mut u8, layout: &Layout, mut f: impl FnMut(usize) 
 }
 
 /// A block to put back as current: the one that was current when a scope
-/// began, and the thread's epoch then.
+/// began, and the thread's clock then.
 #[derive(Clone, Copy)]
 struct Saved {
     block: *mut u8,
-    epoch: u64,
+    at: u64,
 }
 
-/// Makes `block` current and returns what it replaces, for [`restore`].
-#[inline(always)]
-fn switch_to(block: *mut u8) -> Saved {
-    Saved {
-        block: CURRENT.replace(block),
-        epoch: EPOCH.get(),
-    }
-}
-
-/// Puts back the block `saved` names as the current one, or the thread's
-/// own block if that one was dropped since.
-#[inline(always)]
-fn restore(saved: Saved) {
-    if EPOCH.get() == saved.epoch {
-        // No block was dropped since: `saved.block` is as valid as it was.
-        CURRENT.set(saved.block);
-    } else {
-        restore_checked(saved);
-    }
-}
-
+/// Puts back the block `saved` names (recorded on `clock`) as the current
+/// one, or the thread's own block if that one was dropped since.
 #[cold]
 #[inline(never)]
-fn restore_checked(saved: Saved) {
-    let block = if still_there(saved.block, saved.epoch) {
+fn restore_checked(saved: Saved, clock: Clock) {
+    let block = if still_there(saved.block, saved.at, clock) {
         saved.block
     } else {
         ptr::null_mut()
@@ -998,88 +1159,97 @@ fn restore_checked(saved: Saved) {
 
 /// Runs `f` with `base` as the current block, restoring the previous one
 /// afterwards, also on panic.
+///
+/// The restore costs one comparison of `EPOCH` unless a block was dropped
+/// meanwhile. `CHANGES` advances first: a `resume` whose coroutine suspends
+/// inside `f` sees it when it comes back.
 #[inline(always)]
 pub(crate) fn enter<R>(base: *mut u8, f: impl FnOnce() -> R) -> R {
     struct Restore(Saved);
     impl Drop for Restore {
         #[inline(always)]
         fn drop(&mut self) {
-            restore(self.0);
+            if EPOCH.get() == self.0.at {
+                // No block was dropped since: the block is as valid as it
+                // was.
+                CURRENT.set(self.0.block);
+            } else {
+                restore_checked(self.0, Clock::Epoch);
+            }
         }
     }
-    let _restore = Restore(switch_to(base));
+    changed();
+    let _restore = Restore(Saved {
+        block: CURRENT.replace(base),
+        at: EPOCH.get(),
+    });
     f()
 }
 
-/// What a [`Locals`](crate::Locals) makes current in
-/// [`resume`](crate::Locals::resume): its own block, or the block its
-/// coroutine left current when it last suspended.
-pub(crate) struct Resume {
-    own: *mut u8,
-    /// `own`, or another block recorded at `next_epoch`, or null (the
-    /// thread's own block).
-    next: *mut u8,
-    next_epoch: u64,
-    /// The caller's block while `run` runs `f`, to put back after.
-    caller: Saved,
-}
-
-impl Resume {
-    pub(crate) fn new(own: &Block) -> Resume {
-        Resume {
-            own: own.as_ptr(),
-            next: own.as_ptr(),
-            next_epoch: 0,
-            caller: Saved {
-                block: ptr::null_mut(),
-                epoch: 0,
-            },
-        }
+/// Runs `f` with the block the `Locals` owning `block` makes current next
+/// (its own, or the one its coroutine left current when it last suspended),
+/// then restores the caller's block, also on panic; if anything happened
+/// meanwhile that could change either, looks closer (see `leave_changed`).
+///
+/// The whole cost of a switch: two loads for the block to make current, a
+/// swap of `CURRENT`, a read of `CHANGES` and, after `f`, one comparison and
+/// the restore. Nothing is checked on the way in: a block named by
+/// `Header::next` is alive, since it sends its holders back to their own
+/// block before it dies.
+#[inline(always)]
+pub(crate) fn resume<R>(block: &Block, f: impl FnOnce() -> R) -> R {
+    struct Leave<'a> {
+        block: &'a Block,
+        caller: *mut u8,
+        changes: u64,
     }
-
-    /// Runs `f` with the remembered block current, then remembers what is
-    /// current when `f` ends and restores the caller's block, also on panic.
-    ///
-    /// Everything the way back needs is in `self`, so the guard is one
-    /// pointer: this is the whole cost of a switch, kept small.
-    #[inline(always)]
-    pub(crate) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        struct Leave<'a>(&'a mut Resume);
-        impl Drop for Leave<'_> {
-            #[inline(always)]
-            fn drop(&mut self) {
-                let resume = &mut *self.0;
-                if CURRENT.get() != resume.next {
-                    resume.remember();
-                }
-                restore(resume.caller);
+    impl Drop for Leave<'_> {
+        #[inline(always)]
+        fn drop(&mut self) {
+            if CHANGES.get() == self.changes {
+                // Nothing began that may not have ended, and no block died:
+                // `CURRENT` is still what `resume` made current, and the
+                // caller's block is as valid as it was.
+                CURRENT.set(self.caller);
+            } else {
+                leave_changed(self.block.as_ptr(), self.caller, self.changes);
             }
         }
-        if self.next != self.own {
-            self.check_next();
-        }
-        self.caller = switch_to(self.next);
-        let _leave = Leave(self);
-        f()
     }
+    let base = block.as_ptr();
+    // SAFETY: the block is owned by the caller's `Locals`, not freed.
+    let next = unsafe { header(base) }.next.get();
+    let _leave = Leave {
+        block,
+        caller: CURRENT.replace(next),
+        changes: CHANGES.get(),
+    };
+    f()
+}
 
-    /// Forgets the remembered foreign block if it is gone: the own block is
-    /// used instead.
-    #[cold]
-    #[inline(never)]
-    fn check_next(&mut self) {
-        if !still_there(self.next, self.next_epoch) {
-            self.next = self.own;
-        }
+/// The way out of [`resume`] when `CHANGES` moved: remembers what the
+/// coroutine left current (it may have suspended inside a scope of its own)
+/// and restores the caller's block if it is still there.
+#[cold]
+#[inline(never)]
+fn leave_changed(base: *mut u8, caller: *mut u8, changes: u64) {
+    let current = CURRENT.get();
+    // SAFETY: `base` is owned by the `Locals` whose `resume` this is.
+    if current != unsafe { header(base) }.next.get() {
+        // SAFETY: `base` is owned; `current` is null or a block that is not
+        // freed (the invariant of `CURRENT`).
+        unsafe { set_next(base, current) };
+        // A `resume` or a task's call that this one runs inside sees that
+        // a block is remembered.
+        changed();
     }
-
-    /// Remembers the block current now as the one to make current next time.
-    #[cold]
-    #[inline(never)]
-    fn remember(&mut self) {
-        self.next = CURRENT.get();
-        self.next_epoch = EPOCH.get();
-    }
+    restore_checked(
+        Saved {
+            block: caller,
+            at: changes,
+        },
+        Clock::Changes,
+    );
 }
 
 /// The thread's own block, for code outside every coroutine.
@@ -1493,13 +1663,15 @@ impl core::fmt::Debug for RawBlock {
 /// alive until the coroutine's stack is gone.
 #[inline]
 pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
+    // A `resume` whose coroutine suspends before this is undone sees it.
+    changed();
     RawBlock(CURRENT.replace(block.0))
 }
 
 /// The block of an async task: [`WithLocals`] (`SEND`) or
 /// [`LocalWithLocals`].
 ///
-/// A task block is in no thread's live set. It is current only inside
+/// A `SEND` task block is in no thread's live set. It is current only inside
 /// [`TaskBlock::run`] (a poll, a `with_locals`, the drop of the future) and
 /// while it is destroyed; for that time it is *attached* to the thread:
 /// `ATTACHED` names it, so that a restore checked on that thread (after a
@@ -1507,10 +1679,11 @@ pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
 /// detached:
 ///
 /// - `ATTACHED` goes back to what it was, if the calls nested (else to null);
-/// - the thread's epoch advances, so that any record left on this thread that
+/// - the thread's clocks advance, so that any record left on this thread that
 ///   names the block (a scope of another library's coroutine that suspended
 ///   inside the call) is checked before it is restored, and, the block being
-///   neither in the live set nor attached any more, is not;
+///   neither in the live set nor attached any more, is not; a `Locals` whose
+///   `resume` remembered the block goes back to its own;
 /// - if something on this thread still holds a pin on a `SEND` block (a
 ///   coroutine of another library suspended inside a `with` on one of its
 ///   values), that block stays on this thread, orphaned until the pin goes,
@@ -1521,6 +1694,10 @@ pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
 /// are all of `Send` types (the header's `send_task` flag keeps the others
 /// out), and its memory is freed into the pool of whichever thread drops it,
 /// which holds blocks of the same, process-wide layout.
+///
+/// A block without `SEND` (a [`LocalWithLocals`]') never leaves its thread:
+/// it is in the thread's live set like a `Locals`' block, and its calls are
+/// plain `enter`s.
 pub(crate) struct TaskBlock<const SEND: bool> {
     /// `None` once the block has been destroyed (the task completed).
     block: Option<Block>,
@@ -1549,9 +1726,13 @@ impl<const SEND: bool> TaskBlock<SEND> {
     }
 
     fn fresh() -> Block {
+        if !SEND {
+            // Never leaves the thread: a block like a `Locals`' one.
+            return Block::new();
+        }
         let block = Block::unlisted();
         // SAFETY: the block was just made.
-        unsafe { header(block.as_ptr()) }.send_task.set(SEND);
+        unsafe { header(block.as_ptr()) }.send_task.set(true);
         block
     }
 
@@ -1560,8 +1741,10 @@ impl<const SEND: bool> TaskBlock<SEND> {
         self.block.is_none()
     }
 
-    /// Runs `f` with the block current and attached to this thread, then
-    /// detaches it (see [`TaskBlock`]), also if `f` panics.
+    /// Runs `f` with the block current, restoring the caller's afterwards,
+    /// also if `f` panics. A `SEND` block is attached to this thread
+    /// meanwhile, and detached after (see [`TaskBlock`]); the other kind is
+    /// in this thread's live set, so this is an `enter` of it.
     ///
     /// # Panics
     ///
@@ -1577,29 +1760,24 @@ impl<const SEND: bool> TaskBlock<SEND> {
         impl<const SEND: bool> Drop for Detach<'_, SEND> {
             #[inline(always)]
             fn drop(&mut self) {
-                if EPOCH.get() == self.saved.epoch {
-                    // No block died and no call detached its block meanwhile
-                    // (each advances the epoch): the outer block is as valid
-                    // as it was, and so is the outer attached one, whose
-                    // call is still running. A call that attached another
-                    // block and has not returned (a coroutine suspended in
-                    // it) loses its place, which only makes checks stricter.
+                if CHANGES.get() == self.saved.at {
+                    // Nothing began inside that may not have ended, no block
+                    // died and no call detached its block: the outer block is
+                    // as valid as it was, and so is the outer attached one,
+                    // whose call is still running.
                     CURRENT.set(self.saved.block);
                     ATTACHED.set(self.outer);
                 } else {
-                    // `ATTACHED` first: restoring `CURRENT` may check the
-                    // outer block, which may be an attached task block.
-                    let attached = if ATTACHED.get() == self.base {
-                        self.outer
-                    } else {
-                        ptr::null_mut()
-                    };
-                    ATTACHED.set(attached);
-                    restore_checked(self.saved);
+                    detach_changed(self.base, self.outer, self.saved);
                 }
-                EPOCH.set(EPOCH.get() + 1);
+                // Records left on this thread that name the block check it
+                // first: those of `resume` and of tasks' calls (a scope of a
+                // coroutine that suspended inside `f`). A record of `enter`
+                // naming it means an `enter` began inside `f`, and advanced
+                // `CHANGES`: `detach_changed` advanced `EPOCH` then.
+                changed();
                 // SAFETY: the block is owned by the task block, not freed.
-                if SEND && unsafe { header(self.base) }.refs.get() != 0 {
+                if unsafe { header(self.base) }.refs.get() != 0 {
                     self.task.leave_pinned();
                 }
             }
@@ -1608,8 +1786,15 @@ impl<const SEND: bool> TaskBlock<SEND> {
             task_done()
         };
         let base = block.as_ptr();
+        if !SEND {
+            return enter(base, f);
+        }
         let outer = ATTACHED.replace(base);
-        let saved = switch_to(base);
+        changed();
+        let saved = Saved {
+            block: CURRENT.replace(base),
+            at: CHANGES.get(),
+        };
         let _detach = Detach {
             task: self,
             base,
@@ -1645,7 +1830,7 @@ impl<const SEND: bool> TaskBlock<SEND> {
                     ptr::null_mut()
                 };
                 ATTACHED.set(attached);
-                EPOCH.set(EPOCH.get() + 1);
+                advance();
             }
         }
         let Some(block) = self.block.take() else {
@@ -1665,6 +1850,31 @@ impl<const SEND: bool> Drop for TaskBlock<SEND> {
     fn drop(&mut self) {
         self.destroy();
     }
+}
+
+/// The way out of [`TaskBlock::run`] when `CHANGES` moved: lets go of the
+/// task block `base` and restores the caller's block (`saved`) and attached
+/// block (`outer`) if they are still there.
+#[cold]
+#[inline(never)]
+fn detach_changed(base: *mut u8, outer: *mut u8, saved: Saved) {
+    // A `Locals` that remembered the block (its coroutine suspended inside
+    // the call) goes back to its own.
+    // SAFETY: the block is owned by the task block, which the call borrows.
+    unsafe { release(base) };
+    // `ATTACHED` first: restoring `CURRENT` may check the outer block, which
+    // may be an attached task block. A call that attached another block and
+    // has not returned (a coroutine suspended in it) loses its place, which
+    // only makes checks stricter.
+    let attached = if ATTACHED.get() == base {
+        outer
+    } else {
+        ptr::null_mut()
+    };
+    ATTACHED.set(attached);
+    restore_checked(saved, Clock::Changes);
+    // Records of `enter` left on this thread that name the block check it.
+    EPOCH.set(EPOCH.get() + 1);
 }
 
 #[cold]

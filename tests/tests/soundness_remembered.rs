@@ -1,0 +1,231 @@
+//! What `Locals::resume` remembers between two switches: the block its
+//! coroutine left current when it suspended (inside an `enter` of its own,
+//! or inside a poll of a task wrapper). `resume` makes that block current
+//! again without checking it, so every way such a block can die or leave
+//! the thread must first send the `Locals` back to its own block. Each test
+//! ends one of those ways; `.ci/run` runs them under valgrind's memcheck.
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use co_local::{co_local, Locals, WithLocals};
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+
+co_local! {
+    static ID: Cell<u32> = const { Cell::new(0) };
+    static NAME: RefCell<String> = RefCell::new(String::from("fresh"));
+}
+
+/// Makes blocks and writes into them, so that a block freed too early is
+/// reused and shows up as a wrong value, not only under valgrind.
+fn churn() -> Vec<Locals> {
+    (0..200)
+        .map(|i| {
+            let mut block = Locals::new();
+            block.enter(|| {
+                ID.set(900 + i);
+                NAME.set(format!("churn {i:>4}"));
+            });
+            block
+        })
+        .collect()
+}
+
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let waker = futures::task::noop_waker();
+    Pin::new(fut).poll(&mut Context::from_waker(&waker))
+}
+
+/// A corosensei coroutine with a block of its own, switched with `resume`.
+struct Task<Y> {
+    co: Coroutine<(), Y, u32>,
+    locals: Locals,
+}
+
+impl<Y: 'static> Task<Y> {
+    fn new(f: impl FnOnce(&Yielder<(), Y>, ()) -> u32 + 'static) -> Self {
+        let mut locals = Locals::new();
+        locals.enter(|| ID.set(1));
+        Task {
+            co: Coroutine::new(f),
+            locals,
+        }
+    }
+
+    fn resume(&mut self) -> CoroutineResult<Y, u32> {
+        let co = &mut self.co;
+        self.locals.resume(|| co.resume(()))
+    }
+}
+
+/// A coroutine that suspends inside an `enter` of a block it owns.
+fn suspended_in_enter() -> Task<()> {
+    let mut task = Task::new(|y: &Yielder<(), ()>, ()| {
+        let mut nested = Locals::new();
+        nested.enter(|| {
+            ID.set(2);
+            NAME.set(String::from("nested"));
+            y.suspend(());
+            ID.get()
+        })
+    });
+    assert!(matches!(task.resume(), CoroutineResult::Yield(())));
+    task
+}
+
+#[test]
+fn a_locals_dropped_while_it_remembers_a_block_lets_go_of_it() {
+    let task = suspended_in_enter();
+    let Task { co, locals } = task;
+    // The `Locals` goes first; the remembered block then dies with the
+    // coroutine's stack.
+    drop(locals);
+    let others = churn();
+    drop(co);
+    let mut after = Locals::new();
+    assert_eq!(after.resume(|| ID.get()), 0);
+    drop(others);
+}
+
+#[test]
+fn a_remembered_block_that_dies_outside_resume_is_forgotten() {
+    let task = suspended_in_enter();
+    let Task { co, mut locals } = task;
+    // Unwound with the caller's block current: the nested block dies while
+    // `locals` still names it.
+    drop(co);
+    let others = churn();
+    assert_eq!(locals.resume(|| ID.get()), 1);
+    assert_eq!(locals.resume(|| NAME.take()), "fresh");
+    drop(others);
+}
+
+#[test]
+fn a_remembered_block_that_dies_inside_resume_is_forgotten() {
+    let task = suspended_in_enter();
+    let Task { co, mut locals } = task;
+    // Unwound inside `resume`: the remembered block is current while the
+    // coroutine's stack unwinds, then dies.
+    locals.resume(|| drop(co));
+    let others = churn();
+    assert_eq!(locals.resume(|| ID.get()), 1);
+    drop(others);
+}
+
+#[test]
+fn a_coroutine_suspended_inside_a_task_poll_finds_the_task_block_again() {
+    let mut task = Task::new(|y: &Yielder<(), u32>, ()| {
+        let mut inner = WithLocals::new(Box::pin(poll_fn(|_| {
+            y.suspend(ID.get());
+            Poll::Ready(ID.get())
+        })));
+        inner.with_locals(|| ID.set(3)).unwrap();
+        let seen = poll_once(&mut inner);
+        assert_eq!(seen, Poll::Ready(3));
+        // The task completed: its block is gone, the coroutine's is back.
+        assert_eq!(inner.with_locals(|| ()), None);
+        y.suspend(ID.get());
+        ID.get()
+    });
+    ID.set(50);
+    assert!(matches!(task.resume(), CoroutineResult::Yield(3)));
+    assert_eq!(ID.get(), 50);
+    let others = churn();
+    assert!(matches!(task.resume(), CoroutineResult::Yield(1)));
+    assert_eq!(ID.get(), 50);
+    assert!(matches!(task.resume(), CoroutineResult::Return(1)));
+    drop(others);
+}
+
+/// A coroutine suspended inside a poll of a task it owns, then dropped in
+/// one of three orders.
+fn suspended_in_poll() -> Task<u32> {
+    let mut task = Task::new(|y: &Yielder<(), u32>, ()| {
+        let mut inner = WithLocals::new(Box::pin(poll_fn(|_| {
+            y.suspend(ID.get());
+            Poll::Ready(ID.get())
+        })));
+        inner.with_locals(|| ID.set(4)).unwrap();
+        match poll_once(&mut inner) {
+            Poll::Ready(id) => id,
+            Poll::Pending => 0,
+        }
+    });
+    assert!(matches!(task.resume(), CoroutineResult::Yield(4)));
+    task
+}
+
+#[test]
+fn a_remembered_task_block_destroyed_by_an_unwind_inside_resume_is_forgotten() {
+    let Task { co, mut locals } = suspended_in_poll();
+    locals.resume(|| drop(co));
+    let others = churn();
+    assert_eq!(locals.resume(|| ID.get()), 1);
+    drop(others);
+}
+
+#[test]
+fn a_remembered_task_block_destroyed_by_an_unwind_outside_resume_is_forgotten() {
+    let Task { co, mut locals } = suspended_in_poll();
+    drop(co);
+    let others = churn();
+    assert_eq!(locals.resume(|| ID.get()), 1);
+    drop(others);
+}
+
+#[test]
+fn a_locals_dropped_while_it_remembers_a_task_block_lets_go_of_it() {
+    let Task { co, locals } = suspended_in_poll();
+    drop(locals);
+    let others = churn();
+    drop(co);
+    drop(others);
+}
+
+#[test]
+fn a_reset_lets_go_of_what_resume_remembered() {
+    let Task { co, mut locals } = suspended_in_enter();
+    // Reset while the coroutine is still suspended inside the nested block:
+    // the fresh block is what the next `resume` makes current.
+    locals.reset();
+    assert_eq!(locals.resume(|| ID.get()), 0);
+    drop(co);
+    drop(locals);
+}
+
+#[test]
+fn remembered_blocks_kept_in_thread_locals_at_thread_exit() {
+    std::thread_local! {
+        static KEPT: RefCell<Vec<Task<()>>> = const { RefCell::new(Vec::new()) };
+    }
+    std::thread::spawn(|| {
+        // Some remember a block of their own (inside `enter`), the others a
+        // task's block (inside a poll); the thread then exits with all of
+        // them suspended, and destroys its thread-locals in its own order.
+        for i in 0..8 {
+            let mut task = if i % 2 == 0 {
+                suspended_in_enter()
+            } else {
+                let mut t = Task::new(|y: &Yielder<(), ()>, ()| {
+                    let mut inner = WithLocals::new(Box::pin(poll_fn(|_| {
+                        y.suspend(());
+                        Poll::Ready(ID.get())
+                    })));
+                    match poll_once(&mut inner) {
+                        Poll::Ready(id) => id,
+                        Poll::Pending => 0,
+                    }
+                });
+                assert!(matches!(t.resume(), CoroutineResult::Yield(())));
+                t
+            };
+            task.locals.enter(|| NAME.set(format!("task {i}")));
+            KEPT.with_borrow_mut(|k| k.push(task));
+        }
+        ID.set(7);
+    })
+    .join()
+    .unwrap();
+}
