@@ -446,9 +446,11 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
     #[inline(always)]
     fn switch(&mut self, context: Context, request: Request<I>) -> Step<Y, R> {
         let mut request = ManuallyDrop::new(request);
-        let Some(locals) = self.locals.as_mut() else {
-            fatal("a coroutine with a context but no co_local block")
-        };
+        // SAFETY: `locals` is `Some` whenever the coroutine has a context
+        // (the caller took it from `self.context`): both are set in `new`,
+        // and `locals` is taken only by `release` and `drop`, once the
+        // context is gone for good.
+        let locals = unsafe { self.locals.as_mut().unwrap_unchecked() };
         // The block the coroutine had current when it last suspended is
         // current while it runs; the resumer's comes back when it jumps out.
         let transfer = locals.resume(|| {
