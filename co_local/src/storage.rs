@@ -1773,6 +1773,21 @@ impl<const SEND: bool> TaskBlock<SEND> {
     /// If the block has been destroyed.
     #[inline(always)]
     pub(crate) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        if self.block.is_none() {
+            task_done()
+        }
+        // SAFETY: checked just above.
+        unsafe { self.run_alive(f) }
+    }
+
+    /// [`run`](TaskBlock::run), for a caller that knows the block is alive.
+    ///
+    /// # Safety
+    ///
+    /// The block must not have been destroyed ([`is_done`](Self::is_done)
+    /// is `false`).
+    #[inline(always)]
+    pub(crate) unsafe fn run_alive<R>(&mut self, f: impl FnOnce() -> R) -> R {
         struct Detach<'a, const SEND: bool> {
             task: &'a mut TaskBlock<SEND>,
             base: *mut u8,
@@ -1804,10 +1819,8 @@ impl<const SEND: bool> TaskBlock<SEND> {
                 }
             }
         }
-        let Some(block) = &self.block else {
-            task_done()
-        };
-        let base = block.as_ptr();
+        // SAFETY: the caller's guarantee.
+        let base = unsafe { self.block.as_ref().unwrap_unchecked() }.as_ptr();
         if !SEND {
             return enter(base, f);
         }
@@ -2079,7 +2092,10 @@ fn poll_task<F: Future, const SEND: bool>(
     // `Pin<&mut _>` of it) and never moved out of its `Option`: it is only
     // dropped in place (below, or with the wrapper).
     let inner = unsafe { Pin::new_unchecked(inner) };
-    let poll = block.run(|| inner.poll(cx));
+    // SAFETY: the block is destroyed only after the future is gone (below,
+    // and in `TaskBlock`'s drop, after the wrapper's), and the future is
+    // still here.
+    let poll = unsafe { block.run_alive(|| inner.poll(cx)) };
     if poll.is_ready() {
         // Dropped in place, with its block current.
         block.run(|| *future = None);
