@@ -462,6 +462,27 @@ pub fn switch_corosensei_enter(n: u64) -> Duration {
     })
 }
 
+std::thread_local! {
+    static FLOOR: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The floor of any wrapper that keeps a per-thread pointer per coroutine:
+/// a plain `thread_local!` saved, set and restored around each switch, with
+/// no check of any kind (not co_local; not sound as a wrapper).
+#[inline(never)]
+pub fn switch_corosensei_floor(n: u64) -> Duration {
+    let mut co = corosensei::Coroutine::<(), (), ()>::new(|y, ()| loop {
+        y.suspend(());
+    });
+    co.resume(());
+    let mine = black_box(0x1000_usize);
+    ops(n, || {
+        let saved = FLOOR.replace(mine);
+        black_box(co.resume(()));
+        FLOOR.set(saved);
+    })
+}
+
 pub fn switch_group() -> Group {
     Group {
         name: "switch",
@@ -476,6 +497,7 @@ pub fn switch_group() -> Group {
             Case::new("corosensei", switch_corosensei),
             Case::new("corosensei + Locals::resume", switch_corosensei_resume),
             Case::new("corosensei + Locals::enter", switch_corosensei_enter),
+            Case::new("corosensei + a thread_local! swap", switch_corosensei_floor),
         ],
     }
 }
