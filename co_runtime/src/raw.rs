@@ -39,12 +39,13 @@
 //!   with a pointer to its `Option<F>`; `entry` moves the closure onto the
 //!   coroutine's stack and jumps straight back with `data` = 0. The coroutine
 //!   is now suspended before its first line.
-//! - Resumer to coroutine ([`RawCoroutine::switch`]): a pointer to a
-//!   `Request<I>`: an input, or the request to unwind.
+//! - Resumer to coroutine ([`RawCoroutine::switch`]): a pointer to the
+//!   input `I`, or [`UNWIND`] (0, never a pointer) to ask it to unwind.
 //! - Coroutine to resumer ([`Suspender::suspend`], [`Suspender::finish`]): a
-//!   pointer to a `Message<T>` that says by its first field whether the
-//!   coroutine yielded (`T` = `Y`, and it is suspended) or finished (`T` =
-//!   `Outcome<R>`, and it never runs again).
+//!   pointer to a `Message<T>`, whose alignment of at least 2 leaves the low
+//!   bit free to say whether the coroutine yielded (bit clear, `T` = `Y`, and
+//!   it is suspended) or finished ([`FINISHED`] set, `T` = `Outcome<R>`, and
+//!   it never runs again). Neither side writes a tag to memory.
 //!
 //! Each switch into the coroutine runs inside [`Locals::resume`] of the
 //! coroutine's block: the block it had current when it last suspended is
@@ -63,7 +64,7 @@
 
 use core::cell::Cell;
 use core::marker::PhantomData;
-use core::mem::ManuallyDrop;
+use core::mem::{ManuallyDrop, MaybeUninit};
 use core::ptr;
 use std::any::Any;
 use std::io::Write;
@@ -98,26 +99,25 @@ enum Outcome<R> {
     Unwound,
 }
 
-/// Which of the two messages a coroutine jumps back with.
-#[derive(Clone, Copy)]
-#[repr(u8)]
-enum Kind {
-    /// A `Message<Y>`: the coroutine is suspended.
-    Yielded,
-    /// A `Message<Outcome<R>>`: the coroutine has finished.
-    Finished,
-}
+/// The `data` of a jump into a coroutine that asks it to unwind: no pointer
+/// is null.
+const UNWIND: usize = 0;
 
-/// The slot a coroutine passes back to its resumer. `repr(C)` puts `kind`
-/// first whatever `T` is, so the resumer reads it before it knows `T`.
-#[repr(C)]
-struct Message<T> {
-    kind: Kind,
-    /// Moved out by the resumer ([`take_message`]).
-    value: ManuallyDrop<T>,
-}
+/// Set in the `data` of a coroutine's last jump back: the message is a
+/// `Message<Outcome<R>>`, not a `Message<Y>`.
+const FINISHED: usize = 1;
+
+/// The slot a coroutine passes back to its resumer: moved out by the
+/// resumer ([`take_message`]). Aligned to 2 at least, so that the low bit of
+/// its address is free for [`FINISHED`].
+#[repr(C, align(2))]
+struct Message<T>(ManuallyDrop<T>);
 
 impl<T> Message<T> {
+    fn new(value: T) -> Message<T> {
+        Message(ManuallyDrop::new(value))
+    }
+
     fn as_data(&mut self) -> usize {
         ptr::from_mut(self) as usize
     }
@@ -157,15 +157,18 @@ fn resume_finished() -> ! {
 ///
 /// # Safety
 ///
-/// `data` must be the `data` of a jump made by [`RawCoroutine::switch`]: a
-/// pointer to its `ManuallyDrop<Request<I>>`, which stays alive and untouched
-/// by anyone else until this coroutine jumps back (the resumer is suspended),
+/// `data` must be the `data` of a jump made by [`RawCoroutine::switch`]:
+/// [`UNWIND`], or a pointer to its input `I`, which stays alive and untouched
+/// by anyone else until this coroutine jumps back (the resumer is suspended);
 /// and this must be the only call for that jump.
 unsafe fn take_request<I>(data: usize) -> Request<I> {
-    // SAFETY: the caller guarantees a live, initialised request that nobody
-    // else reads or drops (`switch` never drops its `ManuallyDrop`), moved out
-    // once; `ManuallyDrop<T>` has the layout of `T`.
-    unsafe { ptr::read(data as *const Request<I>) }
+    if data == UNWIND {
+        return Request::Unwind;
+    }
+    // SAFETY: the caller guarantees a live, initialised input that nobody
+    // else reads or drops (`switch` keeps it in a `MaybeUninit`), moved out
+    // once.
+    Request::Resume(unsafe { ptr::read(data as *const I) })
 }
 
 /// Moves out the message a coroutine passed in `data`.
@@ -178,25 +181,17 @@ unsafe fn take_request<I>(data: usize) -> Request<I> {
 /// nobody else uses until the coroutine runs again; and this must be the only
 /// call for that jump.
 unsafe fn take_message<Y, R>(data: usize) -> Step<Y, R> {
-    // SAFETY: `data` points to a `Message<T>` (the caller's guarantee); in a
-    // `repr(C)` struct the first field, `kind`, is at offset 0 whatever `T`
-    // is, and it was written as a valid `Kind`.
-    let kind = unsafe { *(data as *const Kind) };
-    match kind {
-        Kind::Yielded => {
-            // SAFETY: `suspend` sends `Kind::Yielded` in a `Message<Y>`; the
-            // caller guarantees it is alive, initialised and moved out once
-            // (the coroutine never drops its `ManuallyDrop`).
-            let value = unsafe { ptr::read(&raw const (*(data as *const Message<Y>)).value) };
-            Step::Yielded(ManuallyDrop::into_inner(value))
-        }
-        Kind::Finished => {
-            // SAFETY: `finish` sends `Kind::Finished` in a
-            // `Message<Outcome<R>>`; alive and moved out once, as above.
-            let value =
-                unsafe { ptr::read(&raw const (*(data as *const Message<Outcome<R>>)).value) };
-            Step::Finished(ManuallyDrop::into_inner(value))
-        }
+    if data & FINISHED == 0 {
+        // SAFETY: `suspend` sends a `Message<Y>`, whose address has the bit
+        // clear; the caller guarantees it is alive, initialised and moved out
+        // once (the coroutine never drops its `ManuallyDrop`).
+        let value = unsafe { ptr::read(data as *const Message<Y>) };
+        Step::Yielded(ManuallyDrop::into_inner(value.0))
+    } else {
+        // SAFETY: `finish` sends a `Message<Outcome<R>>` with the bit set on
+        // its (even) address; alive and moved out once, as above.
+        let value = unsafe { ptr::read((data & !FINISHED) as *const Message<Outcome<R>>) };
+        Step::Finished(ManuallyDrop::into_inner(value.0))
     }
 }
 
@@ -292,15 +287,12 @@ impl<I, Y> Suspender<I, Y> {
         let Some(resumer) = self.resumer.take() else {
             fatal("a coroutine suspended without a resumer")
         };
-        let mut message = Message {
-            kind: Kind::Yielded,
-            value: ManuallyDrop::new(value),
-        };
+        let mut message = Message::new(value);
         // SAFETY: (rule 3) `resumer` is the execution suspended in `switch`
         // that resumed this coroutine: saved by that jump, and not resumed
         // since (`take` leaves `None`). Its stack is alive: that execution
         // cannot end while it waits for us. It moves the value out of
-        // `message` (a `Message<Y>`, as `kind` says) once, right after the
+        // `message` (a `Message<Y>`, as the clear bit says) once, right after the
         // jump, and this frame is suspended meanwhile, so the slot is alive
         // and exclusive to it; `message` is never dropped here.
         let transfer = unsafe { resumer.resume(message.as_data()) };
@@ -321,26 +313,28 @@ impl<I, Y> Suspender<I, Y> {
         let Some(resumer) = self.resumer.take() else {
             fatal("a coroutine finished without a resumer")
         };
-        let mut message = Message {
-            kind: Kind::Finished,
-            value: ManuallyDrop::new(outcome),
-        };
+        let mut message = Message::new(outcome);
         // SAFETY: (rule 3) `resumer` as in `suspend`. The resumer moves the
         // outcome out of `message` and then drops this execution's context
         // without ever resuming it (`switch`), so this is the last thing this
         // stack runs. Nothing on it needs dropping (rule 4): the closure was
         // consumed by `run`, the outcome was moved out of a `ManuallyDrop`,
         // and the yielder in `entry`'s frame has no destructor.
-        unsafe { resumer.resume(message.as_data()) };
+        unsafe { resumer.resume(message.as_data() | FINISHED) };
         fatal("a finished coroutine was resumed")
     }
 }
 
 /// A coroutine: its stack, its saved execution, its co_local block.
 pub(crate) struct RawCoroutine<I, Y, R> {
-    /// The coroutine's saved execution: `Some` while it is suspended (or not
-    /// started), `None` while it runs and once it has finished.
+    /// The coroutine's saved execution: `Some` while it is suspended after
+    /// its first resume, `None` before, while it runs and once it has
+    /// finished.
     context: Option<Context>,
+    /// The saved execution of a coroutine never resumed: `Some` until its
+    /// first resume (or its drop) takes it. So `started` costs a resume no
+    /// store of its own.
+    first: Option<Context>,
     /// The stack it runs on: `Some` until it has finished, so whenever
     /// `context` is `Some` (rule 1).
     stack: Option<PooledStack>,
@@ -349,8 +343,6 @@ pub(crate) struct RawCoroutine<I, Y, R> {
     /// resumed: its own, or the one of a `Locals` it entered and suspended
     /// inside.
     locals: Option<Locals>,
-    /// Whether it has been resumed.
-    started: bool,
     /// Takes `I`, gives `Y` and `R` (the variance of corosensei's).
     marker: PhantomData<fn(I) -> CoroutineResult<Y, R>>,
     /// A coroutine runs on the thread that made it: `!Send`, `!Sync`.
@@ -393,10 +385,10 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
         let transfer = unsafe { context.resume(&raw mut f as usize) };
         debug_assert!(f.is_none());
         RawCoroutine {
-            context: Some(transfer.context),
+            context: None,
+            first: Some(transfer.context),
             stack: Some(stack),
             locals: Some(locals),
-            started: false,
             marker: PhantomData,
             not_send: PhantomData,
         }
@@ -409,10 +401,10 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
     #[inline(always)]
     #[track_caller]
     pub(crate) fn resume(&mut self, input: I) -> CoroutineResult<Y, R> {
-        let Some(context) = self.context.take() else {
-            resume_finished()
+        let context = match self.context.take() {
+            Some(context) => context,
+            None => self.take_first(),
         };
-        self.started = true;
         match self.switch(context, Request::Resume(input)) {
             Step::Yielded(value) => CoroutineResult::Yield(value),
             Step::Finished(outcome) => self.finished(outcome),
@@ -441,26 +433,47 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
         }
     }
 
+    /// The context of a coroutine resumed for the first time.
+    ///
+    /// # Panics
+    ///
+    /// If it has finished (it has no context at all).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn take_first(&mut self) -> Context {
+        match self.first.take() {
+            Some(context) => context,
+            None => resume_finished(),
+        }
+    }
+
     /// Switches into the coroutine with `request` until it jumps back, with
     /// its saved block current meanwhile.
     #[inline(always)]
     fn switch(&mut self, context: Context, request: Request<I>) -> Step<Y, R> {
-        let mut request = ManuallyDrop::new(request);
+        let mut input = MaybeUninit::<I>::uninit();
+        let data = match request {
+            Request::Resume(value) => input.write(value) as *mut I as usize,
+            Request::Unwind => UNWIND,
+        };
         // SAFETY: `locals` is `Some` whenever the coroutine has a context
-        // (the caller took it from `self.context`): both are set in `new`,
-        // and `locals` is taken only by `release` and `drop`, once the
-        // context is gone for good.
+        // (the caller took it from `self.context` or `self.first`): both are
+        // set in `new`, and `locals` is taken only by `release` and `drop`,
+        // once the context is gone for good.
         let locals = unsafe { self.locals.as_mut().unwrap_unchecked() };
         // The block the coroutine had current when it last suspended is
         // current while it runs; the resumer's comes back when it jumps out.
         let transfer = locals.resume(|| {
             // SAFETY: (rule 3) `context` is the coroutine's suspended
             // execution, saved by its last jump out (in `entry` or `suspend`)
-            // and taken out of `self.context`, so it is resumed once; its
-            // stack is `self.stack`, mapped. The coroutine moves the request
-            // out of `request` once, right after the jump (`take_request`);
-            // this frame is suspended meanwhile, and never drops `request`.
-            unsafe { context.resume(&raw mut request as usize) }
+            // and taken out of `self.context` or `self.first`, so it is
+            // resumed once; its stack is `self.stack`, mapped. The coroutine
+            // moves the input out of `input` once, right after the jump
+            // (`take_request`); this frame is suspended meanwhile, and a
+            // `MaybeUninit` is never dropped. `data` is the input's address
+            // (never null, even for a zero-sized `I`) or `UNWIND`.
+            unsafe { context.resume(data) }
         });
         // SAFETY: a coroutine jumps back to `switch` only from `suspend` or
         // `finish`, with a `Message` on its stack, which stays mapped
@@ -479,7 +492,7 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
     /// pool, and its co_local values are destroyed, with its block current.
     /// A panic of one of their destructors is returned.
     fn release(&mut self) -> std::thread::Result<()> {
-        debug_assert!(self.context.is_none());
+        debug_assert!(self.context.is_none() && self.first.is_none());
         // Nothing on the stack needs dropping any more (see `finish`).
         self.stack = None;
         let locals = self.locals.take();
@@ -494,7 +507,7 @@ impl<I, Y, R> RawCoroutine<I, Y, R> {
 
     /// Whether the coroutine has been resumed at least once.
     pub(crate) fn started(&self) -> bool {
-        self.started
+        self.first.is_none()
     }
 
     /// Whether the coroutine has finished: returned, panicked, or been
@@ -515,7 +528,8 @@ impl<I, Y, R> Drop for RawCoroutine<I, Y, R> {
     /// of the coroutine while it unwinds is resumed here, unless the thread
     /// is already panicking.
     fn drop(&mut self) {
-        let Some(context) = self.context.take() else {
+        let started = self.started();
+        let Some(context) = self.context.take().or_else(|| self.first.take()) else {
             if self.stack.is_some() {
                 // Running: only the thread's exit drops a running coroutine
                 // (its thread-local destructors run on this very stack).
@@ -526,7 +540,7 @@ impl<I, Y, R> Drop for RawCoroutine<I, Y, R> {
             }
             return;
         };
-        if self.started && thread_exiting() {
+        if started && thread_exiting() {
             // The thread-locals are being destroyed: frames on the stack may
             // hold references into some that are gone, so unwinding them
             // cannot be safe. (A coroutine that never started has no frames:
