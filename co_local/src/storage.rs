@@ -37,14 +37,16 @@
 //!   record one of the thread's two clocks. `EPOCH` advances at every
 //!   owner's drop (and free) of a block; `CHANGES` advances with it, and
 //!   also whenever a switch begins that may outlive an enclosing `resume`
-//!   (every `enter`, a task's call, `swap_current`). A restore whose clock
+//!   (every `enter` on the way in and out, every `resume` on the way in, a
+//!   task's call, `swap_current`). A restore whose clock
 //!   has not moved puts its block back at the cost of one comparison;
 //!   otherwise it first checks the block in the thread's set of allocated
 //!   blocks (its address, born no later than the record, neither orphaned
 //!   nor pooled) and makes the thread's own block current if the block is
 //!   gone. `enter` records `EPOCH`, so `enter`s nested inside it cost it no
 //!   check; `resume` records `CHANGES`, so one comparison also tells it that
-//!   its coroutine came back with the block `resume` made current;
+//!   its coroutine came back with the block `resume` made current (every
+//!   change of `CURRENT` that may outlast the run advances `CHANGES`);
 //! - the block a [`Locals`](crate::Locals)' `resume` makes current next
 //!   (`Header::next`), when its coroutine suspended with another block
 //!   current (inside an `enter`, or inside a task's poll): that block lists
@@ -609,6 +611,15 @@ fn still_there(block: *mut u8, at: u64, clock: Clock) -> bool {
         // by the `TaskBlock::run` that attached it (see `TaskBlock`).
         return unsafe { header(block) }.refs.get() >= 0;
     }
+    let thread = THREAD_BLOCK
+        .try_with(|b| b.0.as_ref().map(Block::as_ptr))
+        .ok()
+        .flatten();
+    if thread == Some(block) {
+        // The thread's own block, alive until the thread exits: the restore
+        // a scheduler's `resume` makes most often.
+        return true;
+    }
     let live = LIVE
         .try_with(|live| live.borrow().contains(&(block as usize)))
         .unwrap_or(false);
@@ -868,8 +879,8 @@ impl Block {
             let listed = header.listed.get();
             // SAFETY: every value is destroyed and nothing refers to the
             // block (a `resume` that remembered it meanwhile forgets it
-            // here). Born anew: restores recorded before see a different
-            // block.
+            // here). Born anew: restores recorded before the reset began see
+            // a different block.
             unsafe {
                 release(base);
                 clean(base);
@@ -994,18 +1005,22 @@ unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
     let (panic, done) = unsafe { destroy_values(base) };
     // SAFETY: the caller's guarantee: the block is not freed.
     let header = unsafe { header(base) };
+    if header.made.get() > 0 {
+        // The destructors were user code: a `resume` may have remembered
+        // the block meanwhile, and a restore may have made it current again.
+        // Neither may outlive this: the block is orphaned or freed now.
+        // SAFETY: the block is not freed.
+        unsafe { release(base) };
+        if CURRENT.get() == base {
+            CURRENT.set(ptr::null_mut());
+        }
+    }
     if !done || header.refs.get() > 0 {
         header.refs.set(header.refs.get() + ORPHAN);
         return panic;
     }
-    // SAFETY: every value is destroyed and nothing refers to the block (a
-    // `resume` that remembered it while a destructor ran forgets it here).
-    unsafe {
-        if header.made.get() > 0 {
-            release(base);
-        }
-        clean(base);
-    }
+    // SAFETY: every value is destroyed and nothing refers to the block.
+    unsafe { clean(base) };
     advance();
     let layout = layout();
     // A pooled block is in this thread's live set, wherever it was made (a
@@ -1183,14 +1198,19 @@ fn restore_checked(saved: Saved, clock: Clock) {
 /// afterwards, also on panic.
 ///
 /// The restore costs one comparison of `EPOCH` unless a block was dropped
-/// meanwhile. `CHANGES` advances first: a `resume` whose coroutine suspends
-/// inside `f` sees it when it comes back.
+/// meanwhile. `CHANGES` advances on the way in and on the way out: a
+/// `resume` whose coroutine suspends inside `f`, or comes back into it,
+/// sees it when the coroutine suspends.
 #[inline(always)]
 pub(crate) fn enter<R>(base: *mut u8, f: impl FnOnce() -> R) -> R {
     struct Restore(Saved);
     impl Drop for Restore {
         #[inline(always)]
         fn drop(&mut self) {
+            // This may end in a later run of a coroutine than it began (it
+            // suspended inside): the `resume` running now must see that
+            // what it made current changes.
+            changed();
             if EPOCH.get() == self.0.at {
                 // No block was dropped since: the block is as valid as it
                 // was.
@@ -1241,6 +1261,10 @@ pub(crate) fn resume<R>(block: &Block, f: impl FnOnce() -> R) -> R {
     let base = block.as_ptr();
     // SAFETY: the block is owned by the caller's `Locals`, not freed.
     let next = unsafe { header(base) }.next.get();
+    // `f` may suspend a coroutine that an enclosing `resume` runs (a
+    // symmetric switch, or a `resume` used as a scope): that one must see
+    // the change.
+    changed();
     let _leave = Leave {
         block,
         caller: CURRENT.replace(next),
@@ -1261,10 +1285,11 @@ fn leave_changed(base: *mut u8, caller: *mut u8, changes: u64) {
         // SAFETY: `base` is owned; `current` is null or a block that is not
         // freed (the invariant of `CURRENT`).
         unsafe { set_next(base, current) };
-        // A `resume` or a task's call that this one runs inside sees that
-        // a block is remembered.
-        changed();
     }
+    // A `resume` or a task's call that this one runs inside sees that a
+    // block is remembered, or that this one ended in a later run of its
+    // coroutine than it began.
+    changed();
     restore_checked(
         Saved {
             block: caller,

@@ -229,3 +229,133 @@ fn remembered_blocks_kept_in_thread_locals_at_thread_exit() {
     .join()
     .unwrap();
 }
+
+/// Runs a closure when dropped: a destructor that does what a test needs.
+struct OnDrop(Option<Box<dyn FnOnce()>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+co_local! {
+    static HOOK: RefCell<Option<OnDrop>> = RefCell::new(None);
+    static LAZY: Cell<u32> = Cell::new(0);
+}
+
+type Plain = Coroutine<(), (), ()>;
+
+std::thread_local! {
+    static STASH: RefCell<Option<(Locals, Plain, Plain)>> = const { RefCell::new(None) };
+}
+
+/// Runs inside a destructor of a dying block B, with B current: leaves B
+/// pinned (so that its destruction stops and orphans it) and remembered by
+/// a `Locals`.
+fn pin_and_remember_the_dying_block() {
+    let mut pinner: Plain = Coroutine::new(|y: &Yielder<(), ()>, ()| {
+        LAZY.with(|_| y.suspend(()));
+    });
+    pinner.resume(());
+    let mut first = Locals::new();
+    let mut second = Locals::new();
+    let mut co: Plain = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
+        // Begun with B current; its restore puts B back in the next run.
+        first.enter(|| y.suspend(()));
+        second.enter(|| {});
+        y.suspend(());
+    });
+    co.resume(());
+    let mut holder = Locals::new();
+    // The coroutine suspends with B current: `holder` remembers B.
+    holder.resume(|| co.resume(()));
+    STASH.with(|s| *s.borrow_mut() = Some((holder, co, pinner)));
+}
+
+#[test]
+fn a_block_orphaned_by_its_own_destructors_is_not_remembered() {
+    let mut dying = Locals::new();
+    dying.enter(|| {
+        LAZY.set(77);
+        HOOK.set(Some(OnDrop(Some(Box::new(
+            pin_and_remember_the_dying_block,
+        )))));
+    });
+    drop(dying);
+    let (mut holder, co, mut pinner) = STASH.with(|s| s.borrow_mut().take()).unwrap();
+    // Never resumed again: its stack is leaked with it.
+    std::mem::forget(co);
+    assert_eq!(holder.resume(|| LAZY.get()), 0);
+    // The last pin goes inside `resume`: the orphan is destroyed there.
+    holder.resume(|| pinner.resume(()));
+    let mut reuser = Locals::new();
+    reuser.enter(|| LAZY.set(5));
+    assert_eq!(holder.resume(|| LAZY.get()), 0);
+    drop(churn());
+    drop(reuser);
+    assert_eq!(holder.resume(|| LAZY.try_with(Cell::get)), Ok(0));
+}
+
+#[test]
+fn a_resume_whose_closure_suspends_the_coroutine_is_remembered() {
+    let mut inner = Locals::new();
+    inner.enter(|| ID.set(2));
+    let mut co = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
+        // `resume` used as a scope around a suspension of this coroutine.
+        inner.resume(|| {
+            y.suspend(());
+            ID.get()
+        })
+    });
+    let mut outer = Locals::new();
+    outer.enter(|| ID.set(1));
+    outer.resume(|| co.resume(()));
+    assert_eq!(outer.resume(|| co.resume(())).as_return(), Some(2));
+}
+
+#[test]
+fn nested_enters_suspended_at_two_levels_each_find_their_block() {
+    let mut task = Task::new(|y: &Yielder<(), u32>, ()| {
+        let mut a = Locals::new();
+        let mut b = Locals::new();
+        a.enter(|| {
+            ID.set(10);
+            b.enter(|| {
+                ID.set(20);
+                y.suspend(ID.get());
+            });
+            // `b`'s scope ended in a later run than it began.
+            y.suspend(ID.get());
+            y.suspend(ID.get());
+        });
+        drop(b);
+        ID.get()
+    });
+    assert!(matches!(task.resume(), CoroutineResult::Yield(20)));
+    assert!(matches!(task.resume(), CoroutineResult::Yield(10)));
+    assert!(matches!(task.resume(), CoroutineResult::Yield(10)));
+    let others = churn();
+    assert!(matches!(task.resume(), CoroutineResult::Return(1)));
+    drop(others);
+}
+
+#[test]
+fn an_enter_begun_before_the_first_resume_ends_with_its_own_block() {
+    let mut k = Locals::new();
+    let mut co = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
+        k.enter(|| y.suspend(()));
+        y.suspend(());
+        ID.get()
+    });
+    ID.set(7);
+    // Started without a `Locals`: the scope begins with the thread's block
+    // current, and puts it back when it ends.
+    co.resume(());
+    let mut l = Locals::new();
+    l.enter(|| ID.set(1));
+    l.resume(|| co.resume(()));
+    assert_eq!(l.resume(|| co.resume(())).as_return(), Some(7));
+}
