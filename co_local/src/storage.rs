@@ -1017,6 +1017,10 @@ unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
     }
     if !done || header.refs.get() > 0 {
         header.refs.set(header.refs.get() + ORPHAN);
+        // Restores recorded while the destructors ran (a scope left open by
+        // a coroutine that suspended in one) check the block, and find it
+        // orphaned.
+        advance();
         return panic;
     }
     // SAFETY: every value is destroyed and nothing refers to the block.

@@ -359,3 +359,47 @@ fn an_enter_begun_before_the_first_resume_ends_with_its_own_block() {
     l.resume(|| co.resume(()));
     assert_eq!(l.resume(|| co.resume(())).as_return(), Some(7));
 }
+
+std::thread_local! {
+    static LATER: RefCell<Option<(Plain, Plain)>> = const { RefCell::new(None) };
+}
+
+/// Runs inside a destructor of a dying block B, with B current: leaves B
+/// pinned, and a scope begun with B current suspended in a coroutine.
+fn pin_and_leave_a_scope_open() {
+    let mut pinner: Plain = Coroutine::new(|y: &Yielder<(), ()>, ()| {
+        LAZY.with(|_| y.suspend(()));
+    });
+    pinner.resume(());
+    let mut other = Locals::new();
+    let mut scope: Plain = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
+        other.enter(|| y.suspend(()));
+        // The scope put back what was current when it began: B, unless B
+        // is gone.
+        let _ = ID.try_with(|id| id.set(99));
+        y.suspend(());
+    });
+    scope.resume(());
+    LATER.with(|l| *l.borrow_mut() = Some((pinner, scope)));
+}
+
+#[test]
+fn a_scope_that_began_in_a_dying_block_does_not_put_it_back_once_orphaned() {
+    let mut dying = Locals::new();
+    dying.enter(|| {
+        ID.set(5);
+        LAZY.set(1);
+        HOOK.set(Some(OnDrop(Some(Box::new(pin_and_leave_a_scope_open)))));
+    });
+    ID.set(3);
+    drop(dying);
+    let (mut pinner, mut scope) = LATER.with(|l| l.borrow_mut().take()).unwrap();
+    // The scope ends after the block was orphaned: the thread's own block is
+    // current after it, not the orphan.
+    scope.resume(());
+    assert_eq!(ID.get(), 99);
+    pinner.resume(());
+    drop(churn());
+    assert_eq!(ID.get(), 99);
+    drop(scope);
+}
