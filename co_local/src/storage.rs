@@ -1752,6 +1752,15 @@ pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
 pub(crate) struct TaskBlock<const SEND: bool> {
     /// `None` once the block has been destroyed (the task completed).
     block: Option<Block>,
+    /// Set while a call of a `SEND` block runs. Still set when the next call
+    /// or the destruction begins, it means a call never ended: its frame was
+    /// leaked (a generator that borrowed the task was forgotten while
+    /// suspended inside it), so the thread it ran on may still name the
+    /// block. That block is then abandoned (leaked, never freed, never used
+    /// again here) and the task goes on with a fresh one. Kept here, with the
+    /// task, not in the block: the thread that may still use the block never
+    /// writes it.
+    busy: bool,
 }
 
 // SAFETY: see `TaskBlock`: outside `run` and `drop`, which borrow the task
@@ -1773,6 +1782,7 @@ impl<const SEND: bool> TaskBlock<SEND> {
     pub(crate) fn new() -> TaskBlock<SEND> {
         TaskBlock {
             block: Some(Self::fresh().with_inherited(SEND)),
+            busy: false,
         }
     }
 
@@ -1842,17 +1852,22 @@ impl<const SEND: bool> TaskBlock<SEND> {
                 // naming it means an `enter` began inside `f`, and advanced
                 // `CHANGES`: `detach_changed` advanced `EPOCH` then.
                 changed();
+                self.task.busy = false;
                 // SAFETY: the block is owned by the task block, not freed.
                 if unsafe { header(self.base) }.refs.get() != 0 {
                     self.task.leave_pinned();
                 }
             }
         }
-        // SAFETY: the caller's guarantee.
+        if SEND && self.busy {
+            self.abandon();
+        }
+        // SAFETY: the caller's guarantee (`abandon` leaves a block too).
         let base = unsafe { self.block.as_ref().unwrap_unchecked() }.as_ptr();
         if !SEND {
             return enter(base, f);
         }
+        self.busy = true;
         let outer = ATTACHED.replace(base);
         changed();
         let saved = Saved {
@@ -1866,6 +1881,15 @@ impl<const SEND: bool> TaskBlock<SEND> {
             saved,
         };
         f()
+    }
+
+    /// Leaks the block of a call that never ended (see `busy`) and goes on
+    /// with a fresh one.
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self) {
+        core::mem::forget(self.block.replace(Self::fresh()));
+        self.busy = false;
     }
 
     /// Leaves a block that something on this thread still pins behind,
@@ -1897,13 +1921,25 @@ impl<const SEND: bool> TaskBlock<SEND> {
                 advance();
             }
         }
+        if SEND && self.busy {
+            // A call never ended: the block may still be named where it ran.
+            core::mem::forget(self.block.take());
+            self.busy = false;
+            return;
+        }
         let Some(block) = self.block.take() else {
             return;
         };
         let base = block.as_ptr();
+        let outer = ATTACHED.replace(base);
         let _detach = Detach {
             base,
-            outer: ATTACHED.replace(base),
+            // Never `base` itself: nothing may name the block once it is gone.
+            outer: if outer == base {
+                ptr::null_mut()
+            } else {
+                outer
+            },
         };
         // `Block::drop` makes it current while destructors run.
         drop(block);

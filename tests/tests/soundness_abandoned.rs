@@ -1,0 +1,119 @@
+//! A call of a task that never ends: generator's `new_scoped_local` lets a
+//! generator borrow a task, suspend inside one of its calls
+//! (`with_locals`, a poll), and be forgotten, which is safe. The call's way
+//! out never runs, so this thread keeps naming the task's block (as the
+//! current block, the attached one, a `resume`'s remembered one) while the
+//! borrow is over and the task may move to another thread and be dropped
+//! there. co_local must then never free or share that block: the task goes
+//! on with a fresh one, and the abandoned block is leaked.
+//!
+//! Not run under valgrind by `scripts/valgrind.sh`: generator does not
+//! register its stacks, so memcheck reports its own switches (see
+//! `soundness_generator.rs`). Each test checks values instead; freed memory
+//! reused by `churn` would show up as a wrong value.
+
+use std::cell::Cell;
+
+use co_local::{co_local, Locals, WithLocals};
+use generator::Gn;
+
+co_local! {
+    static ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Makes blocks and writes into them, so that a freed block that is still
+/// named shows up as a wrong value.
+fn churn() -> Vec<Locals> {
+    (0..200)
+        .map(|i| {
+            let mut block = Locals::new();
+            block.enter(|| ID.set(900 + i));
+            block
+        })
+        .collect()
+}
+
+/// Suspends a generator inside `task.with_locals`, runs `around` around
+/// that first resume, and forgets the generator.
+fn abandon_a_call(
+    task: &mut WithLocals<std::future::Ready<()>>,
+    around: impl FnOnce(&mut dyn FnMut()),
+) {
+    let mut g = Gn::<()>::new_scoped_local(move |mut s| {
+        task.with_locals(|| s.yield_with(()));
+    });
+    around(&mut || {
+        g.resume();
+    });
+    std::mem::forget(g);
+}
+
+#[test]
+fn a_remembered_task_block_is_never_freed_under_the_locals_that_remembers_it() {
+    let mut task = WithLocals::new(std::future::ready(()));
+    task.with_locals(|| ID.set(7));
+    let mut locals = Locals::new();
+    abandon_a_call(&mut task, |resume| locals.resume(resume));
+    std::thread::spawn(move || drop(task)).join().unwrap();
+    let _churn = churn();
+    let seen = locals.resume(|| ID.get());
+    assert!(seen == 7 || seen == 0, "read {seen}");
+}
+
+#[test]
+fn the_current_block_is_never_freed_on_another_thread() {
+    let mut task = WithLocals::new(std::future::ready(()));
+    task.with_locals(|| ID.set(7));
+    abandon_a_call(&mut task, |resume| resume());
+    std::thread::spawn(move || drop(task)).join().unwrap();
+    let _churn = churn();
+    // Still current here: the abandoned block, leaked, with its value.
+    assert_eq!(ID.get(), 7);
+}
+
+#[test]
+fn a_task_goes_on_with_a_fresh_block_after_an_abandoned_call() {
+    let mut task = WithLocals::new(std::future::ready(()));
+    task.with_locals(|| ID.set(7));
+    ID.set(1);
+    abandon_a_call(&mut task, |resume| resume());
+    let seen = std::thread::spawn(move || {
+        let seen = task.with_locals(|| ID.get());
+        task.with_locals(|| ID.set(8));
+        (seen, task.with_locals(|| ID.get()))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen, (Some(0), Some(8)));
+    // This thread still has the abandoned block current, untouched by the
+    // task on the other thread.
+    assert_eq!(ID.get(), 7);
+}
+
+#[test]
+fn a_restore_never_takes_a_pooled_block_for_an_attached_one() {
+    let mut task = WithLocals::new(std::future::ready(()));
+    abandon_a_call(&mut task, |resume| resume());
+    drop(task);
+    // Whatever was recorded as attached is not recycled under it.
+    let mut a = Locals::new();
+    a.enter(|| ID.set(5));
+    let mut inner = Locals::new();
+    let mut g = Gn::<()>::new_scoped_local(|mut s| {
+        inner.enter(|| s.yield_with(()));
+    });
+    a.enter(|| {
+        g.resume();
+    });
+    drop(a);
+    let mut b = Locals::new();
+    b.enter(|| ID.set(6));
+    // The scope ends: it began with `a`'s block current, which is gone.
+    g.resume();
+    let seen = ID.get();
+    drop(g);
+    assert_ne!(
+        seen, 6,
+        "b's block became current though nothing entered it"
+    );
+}
