@@ -1767,7 +1767,9 @@ pub(crate) struct TaskBlock<const SEND: bool> {
 // block mutably, no pointer on any thread names the block (`CURRENT` and
 // `ATTACHED` were restored, records naming it fail their check, pins that
 // outlived `run` made it leave a `SEND` block behind), so moving the owner
-// moves the only way to reach it. A `SEND` block holds only values whose type
+// moves the only way to reach it. A call whose way out never ran (its frame
+// leaked) left `busy` set: the next call or the drop, wherever it runs,
+// abandons that block without touching it, and the task never uses it again. A `SEND` block holds only values whose type
 // is `Send` (`fast_path` and `slow_path` refuse the others when the header's
 // `send_task` is set), so they may be used, and dropped, on another thread.
 // A block without `SEND` may hold any value: it is only ever owned by a
