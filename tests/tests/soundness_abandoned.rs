@@ -7,10 +7,10 @@
 //! there. co_local must then never free or share that block: the task goes
 //! on with a fresh one, and the abandoned block is leaked.
 //!
-//! Not run under valgrind by `scripts/valgrind.sh`: generator does not
-//! register its stacks, so memcheck reports its own switches (see
-//! `soundness_generator.rs`). Each test checks values instead; freed memory
-//! reused by `churn` would show up as a wrong value.
+//! `scripts/valgrind.sh` runs these under memcheck for heap errors only:
+//! generator does not register its stacks, so memcheck reports its own
+//! switches. Each test also checks values: freed memory reused by `churn`
+//! would show up as a wrong value.
 
 use std::cell::Cell;
 

@@ -1,7 +1,8 @@
 //! co_local next to generator, whose coroutines switch stacks without
-//! telling valgrind: this binary is not run under memcheck
-//! (`scripts/valgrind.sh` skips it); the same scenarios with corosensei are
-//! in `soundness_foreign.rs`, which is.
+//! telling valgrind: `scripts/valgrind.sh` runs this binary under memcheck
+//! for heap errors only (freed or overrun blocks), since memcheck reports
+//! generator's own switches; the same scenarios with corosensei are in
+//! `soundness_foreign.rs`, which runs under the full check.
 
 use std::cell::{Cell, RefCell};
 
