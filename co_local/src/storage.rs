@@ -537,6 +537,22 @@ unsafe fn release(block: *mut u8) {
     }
 }
 
+/// Makes sure nothing on this thread names `block` any more, neither as
+/// the current block (the thread's own is then current) nor as a `Locals`'
+/// `next` ([`release`]): it is about to die, be made anew, or be orphaned.
+///
+/// # Safety
+///
+/// As for [`release`].
+#[inline(always)]
+unsafe fn unname(block: *mut u8) {
+    if CURRENT.get() == block {
+        CURRENT.set(ptr::null_mut());
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe { release(block) };
+}
+
 /// [`release`] when there is something to do.
 ///
 /// # Safety
@@ -858,12 +874,9 @@ impl Block {
     pub(crate) fn reset(&mut self) {
         let base = self.as_ptr();
         advance();
-        if CURRENT.get() == base {
-            CURRENT.set(ptr::null_mut());
-        }
         // SAFETY: the owner's block is not freed. Whoever remembered it
         // remembers their own block instead, made anew or not.
-        unsafe { release(base) };
+        unsafe { unname(base) };
         // SAFETY: as above.
         let header = unsafe { header(base) };
         let mut panic = None;
@@ -967,14 +980,11 @@ impl Drop for Block {
         // Restores and `resume`s recorded before this point check their
         // block before putting it back.
         advance();
-        if CURRENT.get() == base {
-            // Left current by a scope that did not nest (another library's
-            // coroutine switched stacks inside it): nothing will restore it.
-            CURRENT.set(ptr::null_mut());
-        }
-        // SAFETY: the owner's block is not freed. A `Locals` that
+        // SAFETY: the owner's block is not freed. If it is current, a scope
+        // that did not nest left it so (another library's coroutine switched
+        // stacks inside it): nothing will restore it. A `Locals` that
         // remembered it makes its own block current instead.
-        unsafe { release(base) };
+        unsafe { unname(base) };
         // SAFETY: the owner's block is not freed.
         let header = unsafe { header(base) };
         if header.refs.get() > 0 {
@@ -1010,10 +1020,7 @@ unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Send>> {
         // the block meanwhile, and a restore may have made it current again.
         // Neither may outlive this: the block is orphaned or freed now.
         // SAFETY: the block is not freed.
-        unsafe { release(base) };
-        if CURRENT.get() == base {
-            CURRENT.set(ptr::null_mut());
-        }
+        unsafe { unname(base) };
     }
     if !done || header.refs.get() > 0 {
         header.refs.set(header.refs.get() + ORPHAN);

@@ -7,7 +7,12 @@
 pub struct ReadmeDoctests;
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use co_local::Locals;
 
 /// Runs `f`, catching a panic: `Err` holds its payload.
 pub fn catch<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
@@ -24,4 +29,23 @@ pub fn message(payload: &(dyn Any + Send)) -> String {
     } else {
         String::from("<not a message>")
     }
+}
+
+/// Makes 200 blocks and lets `fill` write into each (given 0..200), so that
+/// memory a dangling pointer still names is reused and shows up as a wrong
+/// value, not only under valgrind.
+pub fn churn(mut fill: impl FnMut(u32)) -> Vec<Locals> {
+    (0..200)
+        .map(|i| {
+            let mut block = Locals::new();
+            block.enter(|| fill(i));
+            block
+        })
+        .collect()
+}
+
+/// Polls `fut` once with a waker that does nothing.
+pub fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let waker = futures::task::noop_waker();
+    Pin::new(fut).poll(&mut Context::from_waker(&waker))
 }

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::thread::{self, ThreadId};
 
 use co_local::{co_local, AccessError, LocalWithLocals, Locals, WithLocals};
-use co_local_tests::{catch, message};
+use co_local_tests::{catch, message, poll_once};
 
 co_local! {
     /// The id each task is seeded with.
@@ -117,11 +117,6 @@ impl Future for YieldOnce {
         cx.waker().wake_by_ref();
         Poll::Pending
     }
-}
-
-fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
-    let waker = futures::task::noop_waker();
-    Pin::new(fut).poll(&mut Context::from_waker(&waker))
 }
 
 #[test]

@@ -21,16 +21,8 @@ co_local! {
     static ID: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Makes blocks and writes into them, so that a freed block that is still
-/// named shows up as a wrong value.
 fn churn() -> Vec<Locals> {
-    (0..200)
-        .map(|i| {
-            let mut block = Locals::new();
-            block.enter(|| ID.set(900 + i));
-            block
-        })
-        .collect()
+    co_local_tests::churn(|i| ID.set(900 + u64::from(i)))
 }
 
 /// Suspends a generator inside `task.with_locals`, runs `around` around

@@ -15,20 +15,11 @@ co_local! {
     static NAME: RefCell<String> = RefCell::new(String::from("fresh"));
 }
 
-/// Makes blocks and writes into them, so that memory a dangling pointer
-/// still names is reused and shows up as a wrong value, not only under
-/// valgrind.
 fn churn() -> Vec<Locals> {
-    (0..200)
-        .map(|i| {
-            let mut block = Locals::new();
-            block.enter(|| {
-                ID.set(900 + i);
-                NAME.set(format!("churn {i:>4}"));
-            });
-            block
-        })
-        .collect()
+    co_local_tests::churn(|i| {
+        ID.set(900 + i);
+        NAME.set(format!("churn {i:>4}"));
+    })
 }
 
 /// Hole 1: a foreign coroutine suspends inside an `enter` of its own; the

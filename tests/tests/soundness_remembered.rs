@@ -6,11 +6,11 @@
 //! ends one of those ways; `.ci/run` runs them under valgrind's memcheck.
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::future::poll_fn;
+use std::task::Poll;
 
 use co_local::{co_local, Locals, WithLocals};
+use co_local_tests::poll_once;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 co_local! {
@@ -18,24 +18,11 @@ co_local! {
     static NAME: RefCell<String> = RefCell::new(String::from("fresh"));
 }
 
-/// Makes blocks and writes into them, so that a block freed too early is
-/// reused and shows up as a wrong value, not only under valgrind.
 fn churn() -> Vec<Locals> {
-    (0..200)
-        .map(|i| {
-            let mut block = Locals::new();
-            block.enter(|| {
-                ID.set(900 + i);
-                NAME.set(format!("churn {i:>4}"));
-            });
-            block
-        })
-        .collect()
-}
-
-fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
-    let waker = futures::task::noop_waker();
-    Pin::new(fut).poll(&mut Context::from_waker(&waker))
+    co_local_tests::churn(|i| {
+        ID.set(900 + i);
+        NAME.set(format!("churn {i:>4}"));
+    })
 }
 
 /// A corosensei coroutine with a block of its own, switched with `resume`.
@@ -197,32 +184,26 @@ fn a_reset_lets_go_of_what_resume_remembered() {
 
 #[test]
 fn remembered_blocks_kept_in_thread_locals_at_thread_exit() {
+    /// Coroutines suspended inside an `enter`, and inside a poll.
+    type Kept = (Vec<Task<()>>, Vec<Task<u32>>);
     std::thread_local! {
-        static KEPT: RefCell<Vec<Task<()>>> = const { RefCell::new(Vec::new()) };
+        static KEPT: RefCell<Kept> = const { RefCell::new((Vec::new(), Vec::new())) };
     }
     std::thread::spawn(|| {
         // Some remember a block of their own (inside `enter`), the others a
         // task's block (inside a poll); the thread then exits with all of
         // them suspended, and destroys its thread-locals in its own order.
         for i in 0..8 {
-            let mut task = if i % 2 == 0 {
-                suspended_in_enter()
+            let name = format!("task {i}");
+            if i % 2 == 0 {
+                let mut task = suspended_in_enter();
+                task.locals.enter(|| NAME.set(name));
+                KEPT.with_borrow_mut(|k| k.0.push(task));
             } else {
-                let mut t = Task::new(|y: &Yielder<(), ()>, ()| {
-                    let mut inner = WithLocals::new(Box::pin(poll_fn(|_| {
-                        y.suspend(());
-                        Poll::Ready(ID.get())
-                    })));
-                    match poll_once(&mut inner) {
-                        Poll::Ready(id) => id,
-                        Poll::Pending => 0,
-                    }
-                });
-                assert!(matches!(t.resume(), CoroutineResult::Yield(())));
-                t
-            };
-            task.locals.enter(|| NAME.set(format!("task {i}")));
-            KEPT.with_borrow_mut(|k| k.push(task));
+                let mut task = suspended_in_poll();
+                task.locals.enter(|| NAME.set(name));
+                KEPT.with_borrow_mut(|k| k.1.push(task));
+            }
         }
         ID.set(7);
     })
