@@ -1737,11 +1737,13 @@ pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
 /// detached:
 ///
 /// - `ATTACHED` goes back to what it was, if the calls nested (else to null);
-/// - the thread's clocks advance, so that any record left on this thread that
-///   names the block (a scope of another library's coroutine that suspended
-///   inside the call) is checked before it is restored, and, the block being
-///   neither in the live set nor attached any more, is not; a `Locals` whose
-///   `resume` remembered the block goes back to its own;
+/// - if `CHANGES` moved during the call (anything that records the current
+///   block advances it when it begins), the thread's clocks advance, so that
+///   any record left on this thread that names the block (a scope of another
+///   library's coroutine that suspended inside the call) is checked before it
+///   is restored, and, the block being neither in the live set nor attached
+///   any more, is not; a `Locals` whose `resume` remembered the block goes
+///   back to its own. If `CHANGES` did not move, nothing was recorded;
 /// - if something on this thread still holds a pin on a `SEND` block (a
 ///   coroutine of another library suspended inside a `with` on one of its
 ///   values), that block stays on this thread, orphaned until the pin goes,
@@ -1849,18 +1851,17 @@ impl<const SEND: bool> TaskBlock<SEND> {
                     // Nothing began inside that may not have ended, no block
                     // died and no call detached its block: the outer block is
                     // as valid as it was, and so is the outer attached one,
-                    // whose call is still running.
+                    // whose call is still running. Nor was anything recorded
+                    // that names this block: every `enter`, `resume`, task
+                    // call and `swap_current` advances `CHANGES` when it
+                    // begins. Records that an earlier call left behind made
+                    // that call leave by `detach_changed`, which advanced
+                    // both clocks past them for good.
                     CURRENT.set(self.saved.block);
                     ATTACHED.set(self.outer);
                 } else {
                     detach_changed(self.base, self.outer, self.saved);
                 }
-                // Records left on this thread that name the block check it
-                // first: those of `resume` and of tasks' calls (a scope of a
-                // coroutine that suspended inside `f`). A record of `enter`
-                // naming it means an `enter` began inside `f`, and advanced
-                // `CHANGES`: `detach_changed` advanced `EPOCH` then.
-                changed();
                 self.task.busy = false;
                 // SAFETY: the block is owned by the task block, not freed.
                 if unsafe { header(self.base) }.refs.get() != 0 {
@@ -1982,8 +1983,11 @@ fn detach_changed(base: *mut u8, outer: *mut u8, saved: Saved) {
     };
     ATTACHED.set(attached);
     restore_checked(saved, Clock::Changes);
-    // Records of `enter` left on this thread that name the block check it.
-    EPOCH.set(EPOCH.get() + 1);
+    // Records left on this thread that name the block (a scope of a
+    // coroutine that suspended inside the call) check it before they restore
+    // it: those of `enter` compare `EPOCH`, those of `resume` and of tasks'
+    // calls compare `CHANGES`.
+    advance();
 }
 
 #[cold]

@@ -384,3 +384,47 @@ fn a_scope_that_began_in_a_dying_block_does_not_put_it_back_once_orphaned() {
     assert_eq!(ID.get(), 99);
     drop(scope);
 }
+
+std::thread_local! {
+    static FOREIGN: RefCell<Option<Plain>> = const { RefCell::new(None) };
+}
+
+/// Resumes the coroutine kept in `FOREIGN` with no `resume` of ours around
+/// it: whatever is current stays current inside.
+fn resume_foreign() -> bool {
+    FOREIGN.with(|f| {
+        let mut f = f.borrow_mut();
+        let co = f.as_mut().expect("a coroutine in FOREIGN");
+        matches!(co.resume(()), CoroutineResult::Return(()))
+    })
+}
+
+#[test]
+fn a_scope_left_open_in_a_poll_never_restores_the_task_block_freed_on_another_thread() {
+    // A coroutine of another library, run bare, that enters a block of its
+    // own and suspends inside: its `enter` records the block that was
+    // current when it began, the task's.
+    let co: Plain = Coroutine::new(|y: &Yielder<(), ()>, ()| {
+        let mut nested = Locals::new();
+        nested.enter(|| y.suspend(()));
+    });
+    FOREIGN.with(|f| *f.borrow_mut() = Some(co));
+    let mut task = WithLocals::new(Box::pin(poll_fn(|_| {
+        ID.set(7);
+        assert!(!resume_foreign());
+        Poll::<()>::Pending
+    })));
+    ID.set(50);
+    assert_eq!(poll_once(&mut task), Poll::Pending);
+    assert_eq!(ID.get(), 50);
+    // The task moves to another thread and is freed there, with that
+    // thread's pool at its exit.
+    std::thread::spawn(move || drop(task)).join().unwrap();
+    let others = churn();
+    // The scope ends: the block it recorded is gone, so the thread's own
+    // block is current after it.
+    assert!(resume_foreign());
+    assert_eq!(ID.get(), 50);
+    drop(others);
+    FOREIGN.with(|f| f.borrow_mut().take());
+}
