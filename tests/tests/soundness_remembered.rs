@@ -385,35 +385,50 @@ fn a_scope_that_began_in_a_dying_block_does_not_put_it_back_once_orphaned() {
     drop(scope);
 }
 
+/// A coroutine of another library, run bare from inside a task's poll.
+type Foreign = Coroutine<(), (), String>;
+
 std::thread_local! {
-    static FOREIGN: RefCell<Option<Plain>> = const { RefCell::new(None) };
+    static FOREIGN: RefCell<Option<Foreign>> = const { RefCell::new(None) };
 }
 
 /// Resumes the coroutine kept in `FOREIGN` with no `resume` of ours around
-/// it: whatever is current stays current inside.
-fn resume_foreign() -> bool {
+/// it (whatever is current stays current inside): what it returned, if it
+/// did.
+fn resume_foreign() -> Option<String> {
     FOREIGN.with(|f| {
         let mut f = f.borrow_mut();
         let co = f.as_mut().expect("a coroutine in FOREIGN");
-        matches!(co.resume(()), CoroutineResult::Return(()))
+        match co.resume(()) {
+            CoroutineResult::Return(s) => Some(s),
+            CoroutineResult::Yield(()) => None,
+        }
     })
+}
+
+/// A task whose first poll resumes the coroutine in `FOREIGN`, after
+/// setting its values, and stays pending.
+fn task_that_resumes_foreign(
+) -> WithLocals<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+    WithLocals::new(Box::pin(poll_fn(|_| {
+        ID.set(7);
+        NAME.set(String::from("task"));
+        assert_eq!(resume_foreign(), None);
+        Poll::Pending
+    })))
 }
 
 #[test]
 fn a_scope_left_open_in_a_poll_never_restores_the_task_block_freed_on_another_thread() {
-    // A coroutine of another library, run bare, that enters a block of its
-    // own and suspends inside: its `enter` records the block that was
-    // current when it began, the task's.
-    let co: Plain = Coroutine::new(|y: &Yielder<(), ()>, ()| {
+    // Its `enter` records the block that was current when it began: the
+    // task's.
+    let co: Foreign = Coroutine::new(|y: &Yielder<(), ()>, ()| {
         let mut nested = Locals::new();
         nested.enter(|| y.suspend(()));
+        String::new()
     });
     FOREIGN.with(|f| *f.borrow_mut() = Some(co));
-    let mut task = WithLocals::new(Box::pin(poll_fn(|_| {
-        ID.set(7);
-        assert!(!resume_foreign());
-        Poll::<()>::Pending
-    })));
+    let mut task = task_that_resumes_foreign();
     ID.set(50);
     assert_eq!(poll_once(&mut task), Poll::Pending);
     assert_eq!(ID.get(), 50);
@@ -423,8 +438,39 @@ fn a_scope_left_open_in_a_poll_never_restores_the_task_block_freed_on_another_th
     let others = churn();
     // The scope ends: the block it recorded is gone, so the thread's own
     // block is current after it.
-    assert!(resume_foreign());
+    assert_eq!(resume_foreign().as_deref(), Some(""));
     assert_eq!(ID.get(), 50);
+    drop(others);
+    FOREIGN.with(|f| f.borrow_mut().take());
+}
+
+#[test]
+fn a_with_reference_left_open_in_a_poll_outlives_the_task_freed_on_another_thread() {
+    // It suspends inside a `with` on the task's value, and reads through
+    // that reference when resumed.
+    let co: Foreign = Coroutine::new(|y: &Yielder<(), ()>, ()| {
+        NAME.with(|name| {
+            y.suspend(());
+            name.borrow().clone()
+        })
+    });
+    FOREIGN.with(|f| *f.borrow_mut() = Some(co));
+    let mut task = task_that_resumes_foreign();
+    assert_eq!(poll_once(&mut task), Poll::Pending);
+    // The pinned block stays on this thread; the task goes on with a fresh
+    // one, which it takes to another thread and frees there.
+    std::thread::spawn(move || {
+        assert_eq!(
+            task.with_locals(|| NAME.with_borrow(String::clone))
+                .as_deref(),
+            Some("fresh")
+        );
+        drop(task);
+    })
+    .join()
+    .unwrap();
+    let others = churn();
+    assert_eq!(resume_foreign().as_deref(), Some("task"));
     drop(others);
     FOREIGN.with(|f| f.borrow_mut().take());
 }
