@@ -37,14 +37,16 @@
 //!   record one of the thread's two clocks. `EPOCH` advances at every
 //!   owner's drop (and free) of a block; `CHANGES` advances with it, and
 //!   also whenever a switch begins that may outlive an enclosing `resume`
-//!   (every `enter` on the way in and out, every `resume` on the way in, a
-//!   task's call, `swap_current`). A restore whose clock
-//!   has not moved puts its block back at the cost of one comparison;
-//!   otherwise it first checks the block in the thread's set of allocated
-//!   blocks (its address, born no later than the record, neither orphaned
-//!   nor pooled) and makes the thread's own block current if the block is
-//!   gone. `enter` records `EPOCH`, so `enter`s nested inside it cost it no
-//!   check; `resume` records `CHANGES`, so one comparison also tells it that
+//!   (every `enter` on the way in, and on the way out if anything happened
+//!   since, every `resume` on the way in, a task's call, `swap_current`). A
+//!   restore whose clock has not moved puts its block back at the cost of
+//!   one comparison; otherwise it first checks the block in the thread's set
+//!   of allocated blocks (its address, born no later than the record,
+//!   neither orphaned nor pooled) and makes the thread's own block current
+//!   if the block is gone. `enter` records both clocks: `CHANGES` unmoved
+//!   puts its block back at once, else `EPOCH` is compared, so `enter`s
+//!   nested inside it cost it one more comparison, no lookup; `resume`
+//!   records `CHANGES`, so one comparison also tells it that
 //!   its coroutine came back with the block `resume` made current (every
 //!   change of `CURRENT` that may outlast the run advances `CHANGES`);
 //! - the block a [`Locals`](crate::Locals)' `resume` makes current next
@@ -1208,35 +1210,53 @@ fn restore_checked(saved: Saved, clock: Clock) {
 /// Runs `f` with `base` as the current block, restoring the previous one
 /// afterwards, also on panic.
 ///
-/// The restore costs one comparison of `EPOCH` unless a block was dropped
-/// meanwhile. `CHANGES` advances on the way in and on the way out: a
-/// `resume` whose coroutine suspends inside `f`, or comes back into it,
-/// sees it when the coroutine suspends.
+/// `CHANGES` advances on the way in, so that a `resume` whose coroutine
+/// suspends inside `f` sees it. On the way out, if `CHANGES` has not moved
+/// since, nothing else began or ended meanwhile and no block died: the
+/// previous block goes back with no other check. Otherwise `CHANGES`
+/// advances again (this may end in a later run of a coroutine than it began,
+/// and the `resume` running now must see that what it made current changes)
+/// and the restore compares `EPOCH`, which only a block's death moves, so
+/// that nested scopes cost one more comparison, not a lookup.
 #[inline(always)]
 pub(crate) fn enter<R>(base: *mut u8, f: impl FnOnce() -> R) -> R {
-    struct Restore(Saved);
+    struct Restore {
+        saved: Saved,
+        changes: u64,
+    }
     impl Drop for Restore {
         #[inline(always)]
         fn drop(&mut self) {
-            // This may end in a later run of a coroutine than it began (it
-            // suspended inside): the `resume` running now must see that
-            // what it made current changes.
-            changed();
-            if EPOCH.get() == self.0.at {
-                // No block was dropped since: the block is as valid as it
-                // was.
-                CURRENT.set(self.0.block);
+            if CHANGES.get() == self.changes {
+                CURRENT.set(self.saved.block);
             } else {
-                restore_checked(self.0, Clock::Epoch);
+                leave_enter_changed(self.saved);
             }
         }
     }
     changed();
-    let _restore = Restore(Saved {
-        block: CURRENT.replace(base),
-        at: EPOCH.get(),
-    });
+    let _restore = Restore {
+        changes: CHANGES.get(),
+        saved: Saved {
+            block: CURRENT.replace(base),
+            at: EPOCH.get(),
+        },
+    };
     f()
+}
+
+/// The way out of [`enter`] when `CHANGES` moved: tells a `resume` running
+/// now, and restores the previous block if no block died since, else checks
+/// it first.
+#[inline(never)]
+fn leave_enter_changed(saved: Saved) {
+    changed();
+    if EPOCH.get() == saved.at {
+        // No block was dropped since: the block is as valid as it was.
+        CURRENT.set(saved.block);
+    } else {
+        restore_checked(saved, Clock::Epoch);
+    }
 }
 
 /// Runs `f` with the block the `Locals` owning `block` makes current next
