@@ -148,7 +148,7 @@ pub fn declarations() -> &'static [Declaration] {
     storage::registry()
 }
 
-/// The bytes one block takes: the header (48 bytes), every value with its
+/// The bytes one block takes: the header (40 bytes), every value with its
 /// alignment padding, one state byte per value that has one (lazy values,
 /// and `const {}` values whose type has a destructor), and a bitmap of one
 /// bit per such value recording which ones the block made. Each coroutine

@@ -34,21 +34,22 @@
 //!   block dropped while pinned is *orphaned*: nothing in it is destroyed
 //!   or freed until the last pin goes, which destroys and frees it;
 //! - the block a pending `enter`, `resume` or task call will restore: these
-//!   record one of the thread's two clocks. `EPOCH` advances at every
-//!   owner's drop (and free) of a block; `CHANGES` advances with it, and
-//!   also whenever a switch begins that may outlive an enclosing `resume`
-//!   (every `enter` on the way in, and on the way out if anything happened
-//!   since, every `resume` on the way in, a task's call, `swap_current`). A
-//!   restore whose clock has not moved puts its block back at the cost of
-//!   one comparison; otherwise it first checks the block in the thread's set
-//!   of allocated blocks (its address, born no later than the record,
-//!   neither orphaned nor pooled) and makes the thread's own block current
-//!   if the block is gone. `enter` records both clocks: `CHANGES` unmoved
-//!   puts its block back at once, else `EPOCH` is compared, so `enter`s
-//!   nested inside it cost it one more comparison, no lookup; `resume`
-//!   records `CHANGES`, so one comparison also tells it that
-//!   its coroutine came back with the block `resume` made current (every
-//!   change of `CURRENT` that may outlast the run advances `CHANGES`);
+//!   record the thread's clock, `CHANGES`. It advances at every owner's drop
+//!   (and free, reset or orphaning) of a block, which also sets `LAST_DEATH`
+//!   to it, and whenever a switch begins that may outlive an enclosing
+//!   `resume` (every `enter` on the way in, and on the way out if anything
+//!   happened since, every `resume` on the way in, a task's call,
+//!   `swap_current`). A restore whose clock has not moved puts its block back
+//!   at the cost of one comparison: nothing began that may not have ended,
+//!   and no block died. Otherwise, if `LAST_DEATH` is not past the record,
+//!   the block is as valid as it was; else the restore first checks the
+//!   block in the thread's set of allocated blocks (its address, born no
+//!   later than the record, neither orphaned nor pooled) and makes the
+//!   thread's own block current if the block is gone. So a `resume` learns
+//!   from one comparison that its coroutine came back with the block
+//!   `resume` made current (every change of `CURRENT` that may outlast the
+//!   run advances `CHANGES`), and `enter`s nested inside an `enter` cost it
+//!   one more comparison, not a lookup;
 //! - the block a [`Locals`](crate::Locals)' `resume` makes current next
 //!   (`Header::next`), when its coroutine suspended with another block
 //!   current (inside an `enter`, or inside a task's poll): that block lists
@@ -190,10 +191,8 @@ struct Header {
     /// Values with a state byte made in this block: while it is zero, the
     /// stateful region and the bitmap are clean and destruction skips them.
     made: Cell<usize>,
-    /// The thread's epoch when the block was made (see the module docs).
+    /// The thread's `CHANGES` when the block was made (see the module docs).
     born: Cell<u64>,
-    /// The thread's `CHANGES` when the block was made.
-    born_changes: Cell<u64>,
     /// For the block of a [`Locals`](crate::Locals): the block its
     /// [`resume`] makes current next time: this block, null (the thread's
     /// own block), or a block that lists this one in `HELD` (alive: it sends
@@ -406,13 +405,16 @@ impl Drop for Pool {
 
 std::thread_local! {
     static POOL: Pool = const { Pool(RefCell::new(Vec::new())) };
-    /// Advanced by every owner's drop of a block (see the module docs).
-    static EPOCH: Cell<u64> = const { Cell::new(0) };
-    /// Advanced with `EPOCH`, and by every switch that may still be
-    /// unfinished when a `resume` begun before it returns (`enter`, a task's
-    /// call, `swap_current`, a `resume` that remembers a block): what a
-    /// `resume` compares, once, when its coroutine comes back.
+    /// Advanced by every owner's drop of a block (and every free, reset or
+    /// orphaning), and by every switch that may still be unfinished when a
+    /// `resume` begun before it returns (`enter`, a task's call,
+    /// `swap_current`, a `resume` that remembers a block): what a restore
+    /// compares, once (see the module docs).
     static CHANGES: Cell<u64> = const { Cell::new(0) };
+    /// `CHANGES` as the last of those deaths (or a task block leaving the
+    /// thread) left it: a record taken at `CHANGES` = `at` outlived no death
+    /// if this is at most `at`.
+    static LAST_DEATH: Cell<u64> = const { Cell::new(0) };
     /// For each block that a `Locals` remembered as its `next`: the blocks of
     /// those `Locals`, sent back to themselves when it dies.
     static HELD: Held = Held(RefCell::new(HashMap::default()));
@@ -426,11 +428,13 @@ std::thread_local! {
     static ATTACHED: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
 }
 
-/// Advances both clocks: a block died, or left the thread.
+/// Advances `CHANGES` and marks the point in `LAST_DEATH`: a block died,
+/// or left the thread.
 #[inline(always)]
 fn advance() {
-    EPOCH.set(EPOCH.get() + 1);
-    CHANGES.set(CHANGES.get() + 1);
+    let now = CHANGES.get() + 1;
+    CHANGES.set(now);
+    LAST_DEATH.set(now);
 }
 
 /// Advances `CHANGES` alone: a switch began that a `resume` must look at.
@@ -606,21 +610,12 @@ impl Hasher for AddressHasher {
     }
 }
 
-/// Which clock a record was taken with.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Clock {
-    /// `EPOCH`: records of `enter`.
-    Epoch,
-    /// `CHANGES`: records of `resume` and of a task's call.
-    Changes,
-}
-
-/// Whether `block`, recorded at `at` on `clock`, is still the same live
+/// Whether `block`, recorded when `CHANGES` was `at`, is still the same live
 /// block that its owner has not dropped: in the live set, born no later
 /// than the record, not orphaned. Null (the thread's own block) always is.
 #[cold]
 #[inline(never)]
-fn still_there(block: *mut u8, at: u64, clock: Clock) -> bool {
+fn still_there(block: *mut u8, at: u64) -> bool {
     if block.is_null() {
         return true;
     }
@@ -644,11 +639,7 @@ fn still_there(block: *mut u8, at: u64, clock: Clock) -> bool {
     live && {
         // SAFETY: a block in the live set is not freed.
         let header = unsafe { header(block) };
-        let born = match clock {
-            Clock::Epoch => header.born.get(),
-            Clock::Changes => header.born_changes.get(),
-        };
-        born <= at && header.refs.get() >= 0 && !header.pooled.get()
+        header.born.get() <= at && header.refs.get() >= 0 && !header.pooled.get()
     }
 }
 
@@ -933,8 +924,7 @@ unsafe fn fill_prefix(base: *mut u8, layout: &Layout, listed: bool) {
         base.cast::<Header>().write(Header {
             refs: Cell::new(0),
             made: Cell::new(0),
-            born: Cell::new(EPOCH.get()),
-            born_changes: Cell::new(CHANGES.get()),
+            born: Cell::new(CHANGES.get()),
             next: Cell::new(base),
             destroying: Cell::new(false),
             pooled: Cell::new(false),
@@ -1194,12 +1184,13 @@ struct Saved {
     at: u64,
 }
 
-/// Puts back the block `saved` names (recorded on `clock`) as the current
-/// one, or the thread's own block if that one was dropped since.
+/// Puts back the block `saved` names as the current one, or the thread's
+/// own block if that one was dropped since: at once if no block died since
+/// the record (it is as valid as it was then), else after a look at it.
 #[cold]
 #[inline(never)]
-fn restore_checked(saved: Saved, clock: Clock) {
-    let block = if still_there(saved.block, saved.at, clock) {
+fn restore_checked(saved: Saved) {
+    let block = if LAST_DEATH.get() <= saved.at || still_there(saved.block, saved.at) {
         saved.block
     } else {
         ptr::null_mut()
@@ -1216,32 +1207,26 @@ fn restore_checked(saved: Saved, clock: Clock) {
 /// previous block goes back with no other check. Otherwise `CHANGES`
 /// advances again (this may end in a later run of a coroutine than it began,
 /// and the `resume` running now must see that what it made current changes)
-/// and the restore compares `EPOCH`, which only a block's death moves, so
-/// that nested scopes cost one more comparison, not a lookup.
+/// and the restore compares `LAST_DEATH` before it looks at the block, so
+/// that nested scopes cost a call and one more comparison, not a lookup.
 #[inline(always)]
 pub(crate) fn enter<R>(base: *mut u8, f: impl FnOnce() -> R) -> R {
-    struct Restore {
-        saved: Saved,
-        changes: u64,
-    }
+    struct Restore(Saved);
     impl Drop for Restore {
         #[inline(always)]
         fn drop(&mut self) {
-            if CHANGES.get() == self.changes {
-                CURRENT.set(self.saved.block);
+            if CHANGES.get() == self.0.at {
+                CURRENT.set(self.0.block);
             } else {
-                leave_enter_changed(self.saved);
+                leave_enter_changed(self.0);
             }
         }
     }
     changed();
-    let _restore = Restore {
-        changes: CHANGES.get(),
-        saved: Saved {
-            block: CURRENT.replace(base),
-            at: EPOCH.get(),
-        },
-    };
+    let _restore = Restore(Saved {
+        at: CHANGES.get(),
+        block: CURRENT.replace(base),
+    });
     f()
 }
 
@@ -1251,12 +1236,7 @@ pub(crate) fn enter<R>(base: *mut u8, f: impl FnOnce() -> R) -> R {
 #[inline(never)]
 fn leave_enter_changed(saved: Saved) {
     changed();
-    if EPOCH.get() == saved.at {
-        // No block was dropped since: the block is as valid as it was.
-        CURRENT.set(saved.block);
-    } else {
-        restore_checked(saved, Clock::Epoch);
-    }
+    restore_checked(saved);
 }
 
 /// Runs `f` with the block the `Locals` owning `block` makes current next
@@ -1321,13 +1301,10 @@ fn leave_changed(base: *mut u8, caller: *mut u8, changes: u64) {
     // block is remembered, or that this one ended in a later run of its
     // coroutine than it began.
     changed();
-    restore_checked(
-        Saved {
-            block: caller,
-            at: changes,
-        },
-        Clock::Changes,
-    );
+    restore_checked(Saved {
+        block: caller,
+        at: changes,
+    });
 }
 
 /// The thread's own block, for code outside every coroutine.
@@ -2002,11 +1979,10 @@ fn detach_changed(base: *mut u8, outer: *mut u8, saved: Saved) {
         ptr::null_mut()
     };
     ATTACHED.set(attached);
-    restore_checked(saved, Clock::Changes);
+    restore_checked(saved);
     // Records left on this thread that name the block (a scope of a
     // coroutine that suspended inside the call) check it before they restore
-    // it: those of `enter` compare `EPOCH`, those of `resume` and of tasks'
-    // calls compare `CHANGES`.
+    // it: they find `CHANGES` moved, and `LAST_DEATH` past them.
     advance();
 }
 

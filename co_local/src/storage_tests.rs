@@ -415,7 +415,7 @@ fn a_task_block_stays_current_when_blocks_die_inside_it() {
     outer.with_locals(|| COUNT.set(1)).unwrap();
     outer
         .with_locals(|| {
-            // Blocks made and dropped inside: the thread's epoch moves, and
+            // Blocks made and dropped inside: the thread's clock moves, and
             // the restores that follow check the task's block.
             let mut block = Locals::new();
             block.enter(|| COUNT.set(2));
