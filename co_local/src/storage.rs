@@ -622,7 +622,11 @@ fn still_there(block: *mut u8, at: u64) -> bool {
     if block == ATTACHED.get() {
         // SAFETY: an attached task block is not freed: its task is borrowed
         // by the `TaskBlock::run` that attached it (see `TaskBlock`).
-        return unsafe { header(block) }.refs.get() >= 0;
+        let header = unsafe { header(block) };
+        // Stamped when attached: a record older than that named another
+        // block that had this address (it died: only a call of this task
+        // makes records naming its block, and those are newer).
+        return header.born.get() <= at && header.refs.get() >= 0;
     }
     let thread = THREAD_BLOCK
         .try_with(|b| b.0.as_ref().map(Block::as_ptr))
@@ -1881,6 +1885,10 @@ impl<const SEND: bool> TaskBlock<SEND> {
             block: CURRENT.replace(base),
             at: CHANGES.get(),
         };
+        // SAFETY: the block is owned by the task block, not freed. Records
+        // taken during the call are newer than this stamp; a stale one
+        // naming this address is older (see `still_there`).
+        unsafe { header(base) }.born.set(saved.at);
         let _detach = Detach {
             task: self,
             base,
@@ -1948,6 +1956,8 @@ impl<const SEND: bool> TaskBlock<SEND> {
                 outer
             },
         };
+        // SAFETY: the block is owned, not freed. Stamped as in `run_alive`.
+        unsafe { header(base) }.born.set(CHANGES.get());
         // `Block::drop` makes it current while destructors run.
         drop(block);
     }

@@ -474,3 +474,36 @@ fn a_with_reference_left_open_in_a_poll_outlives_the_task_freed_on_another_threa
     drop(others);
     FOREIGN.with(|f| f.borrow_mut().take());
 }
+
+#[test]
+fn a_stale_scope_never_restores_a_task_block_made_where_its_block_was() {
+    ID.set(1);
+    // Its `enter` records the block that was current when it began: X's.
+    let co: Foreign = Coroutine::new(|y: &Yielder<(), ()>, ()| {
+        let mut inner = Locals::new();
+        inner.enter(|| y.suspend(()));
+        ID.get().to_string()
+    });
+    FOREIGN.with(|f| *f.borrow_mut() = Some(co));
+    let mut x = Locals::new();
+    x.enter(|| {
+        ID.set(2);
+        assert_eq!(resume_foreign(), None);
+    });
+    let x_block = format!("{:?}", x.as_raw());
+    drop(x);
+    // A task's block takes X's place, and the scope ends inside its poll.
+    let mut task = WithLocals::new(Box::pin(poll_fn(|_| {
+        ID.set(7);
+        let task_block = format!("{:?}", co_local::RawBlock::current());
+        Poll::Ready((resume_foreign(), task_block))
+    })));
+    let Poll::Ready((seen, task_block)) = poll_once(&mut task) else {
+        unreachable!("the task is ready at its first poll")
+    };
+    assert_eq!(task_block, x_block, "the pool gave X's memory to the task");
+    // X is gone: the scope put back the thread's own block, not the task's.
+    assert_eq!(seen.as_deref(), Some("1"));
+    assert_eq!(ID.get(), 1);
+    FOREIGN.with(|f| f.borrow_mut().take());
+}
