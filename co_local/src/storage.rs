@@ -191,7 +191,9 @@ struct Header {
     /// Values with a state byte made in this block: while it is zero, the
     /// stateful region and the bitmap are clean and destruction skips them.
     made: Cell<usize>,
-    /// The thread's `CHANGES` when the block was made (see the module docs).
+    /// The thread's `CHANGES` when the block was made (see the module docs);
+    /// for a task block, when a call last attached it to a thread (see
+    /// `still_there`).
     born: Cell<u64>,
     /// For the block of a [`Locals`](crate::Locals): the block its
     /// [`resume`] makes current next time: this block, null (the thread's
