@@ -889,12 +889,20 @@ impl Block {
         if in_place {
             let layout = layout();
             let listed = header.listed.get();
+            if header.made.get() > 0 {
+                // The destructors were user code: a scope one of them left
+                // open (another library's coroutine suspended in it) began
+                // with this block current, and must not put back the block
+                // made anew. Its record is older than the clock's advance,
+                // and than the new birth.
+                advance();
+            }
             // SAFETY: every value is destroyed and nothing refers to the
             // block (a `resume` that remembered it meanwhile forgets it
-            // here). Born anew: restores recorded before the reset began see
-            // a different block.
+            // here, and a restore that made it current again is undone).
+            // Born anew: restores recorded before now see a different block.
             unsafe {
-                release(base);
+                unname(base);
                 clean(base);
                 fill_prefix(base, layout, listed);
             }

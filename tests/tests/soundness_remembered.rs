@@ -507,3 +507,45 @@ fn a_stale_scope_never_restores_a_task_block_made_where_its_block_was() {
     assert_eq!(ID.get(), 1);
     FOREIGN.with(|f| f.borrow_mut().take());
 }
+
+std::thread_local! {
+    static OPEN_SCOPE: RefCell<Option<Plain>> = const { RefCell::new(None) };
+}
+
+/// Runs inside a destructor of a block being reset, with it current: leaves
+/// a scope begun with that block current open in a coroutine.
+fn leave_a_scope_open() {
+    let mut other = Locals::new();
+    let mut scope: Plain = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
+        other.enter(|| y.suspend(()));
+        // The scope put back what was current when it began, unless that
+        // block is gone.
+        let _ = ID.try_with(|id| id.set(99));
+        y.suspend(());
+    });
+    scope.resume(());
+    OPEN_SCOPE.with(|s| *s.borrow_mut() = Some(scope));
+}
+
+#[test]
+fn a_scope_that_began_in_a_block_being_reset_does_not_put_it_back() {
+    let mut locals = Locals::new();
+    locals.enter(|| {
+        ID.set(5);
+        HOOK.set(Some(OnDrop(Some(Box::new(leave_a_scope_open)))));
+    });
+    ID.set(3);
+    // Made anew in place (nothing pins it): the block that was current when
+    // the scope began is gone, though its memory is `locals`' again.
+    locals.reset();
+    locals.enter(|| ID.set(8));
+    let mut scope = OPEN_SCOPE.with(|s| s.borrow_mut().take()).unwrap();
+    scope.resume(());
+    assert_eq!(
+        ID.get(),
+        99,
+        "the scope ended with the thread's own block current"
+    );
+    assert_eq!(locals.enter(|| ID.get()), 8);
+    drop(scope);
+}
