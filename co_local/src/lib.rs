@@ -33,8 +33,8 @@
 //! 2. **Layout.** On first use, the registry is laid out once, like
 //!    `.tdata`/`.tbss` for `__thread`: an offset per value, a template image
 //!    holding the constants, one state byte per lazy value (right after it)
-//!    and per constant with a destructor, and a bitmap of what a block made,
-//!    so that destroying a block costs what it used.
+//!    and per constant with a destructor, and a map (at most 24 bytes) of
+//!    what a block made, so that destroying a block costs what it used.
 //! 3. **Blocks.** Each coroutine gets a block at creation: a copy of the
 //!    template ([`Locals`]). Lazy values are made on first access.
 //! 4. **One pointer.** A thread-local pointer names the current block; a
@@ -150,9 +150,10 @@ pub fn declarations() -> &'static [Declaration] {
 
 /// The bytes one block takes: the header (40 bytes), every value with its
 /// alignment padding, one state byte per value that has one (lazy values,
-/// and `const {}` values whose type has a destructor), and a bitmap of one
-/// bit per such value recording which ones the block made. Each coroutine
-/// costs one block, allocated once at creation (and recycled per thread).
+/// and `const {}` values whose type has a destructor), and a map of what
+/// the block made: a bit per such value, or per group of them when the
+/// binary declares more than 192, at most 24 bytes. Each coroutine costs one
+/// block, allocated once at creation (and recycled per thread).
 pub fn block_size() -> usize {
     storage::layout().size()
 }

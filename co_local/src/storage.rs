@@ -16,12 +16,14 @@
 //!   [`LocalWithLocals`]), which may move between threads between two polls.
 //!
 //! A block is `[Header | plain constants | values with a state byte | made
-//! bitmap | summary]`. A value with a state byte (a lazy value, or a
-//! constant whose type has drop glue) has it right after the value, so one
-//! offset finds both; its bit in the bitmap says it was made in this block,
-//! and a bit of the summary says which bitmap words have a bit set, so that
-//! destroying and cleaning the block costs what the block used (plus a word
-//! per 4,096 declarations), not what the binary declares.
+//! map]`. A value with a state byte (a lazy value, or a constant whose type
+//! has drop glue) has it right after the value, so one offset finds both.
+//! The made map (at most [`MADE_BITS`] bits, so that header and map stay
+//! within 64 bytes) has a bit per such value, or, when the binary declares
+//! more of them, per group of `2^k` consecutive ones: a bit says the block
+//! made a value of that group, so that destroying and cleaning the block
+//! looks at the state bytes of the groups it used, not at every
+//! declaration of the binary.
 //!
 //! # Who may reach a block
 //!
@@ -89,7 +91,8 @@ pub(crate) const ALIVE: u8 = 1;
 pub(crate) const DESTROYED: u8 = 2;
 
 /// Where a declaration's value is in every block: its offset, and, for a
-/// value with a state byte, its index in the made bitmap.
+/// value with a state byte, its index among them (its made-map group is
+/// that index shifted by `Layout::group_shift`).
 pub struct Slot {
     offset: UnsafeCell<usize>,
     index: UnsafeCell<usize>,
@@ -189,7 +192,8 @@ struct Header {
     /// reaches exactly `ORPHAN` when the last pin goes.
     refs: Cell<isize>,
     /// Values with a state byte made in this block: while it is zero, the
-    /// stateful region and the bitmap are clean and destruction skips them.
+    /// stateful region and the made map are clean and destruction skips
+    /// them.
     made: Cell<usize>,
     /// The thread's `CHANGES` when the block was made (see the module docs);
     /// for a task block, when a call last attached it to a thread (see
@@ -231,7 +235,7 @@ struct Inherited {
     value: usize,
     /// The value's type is `Send`: a task block that may move copies it.
     send: bool,
-    /// For a value with a state byte: its state byte and bitmap index.
+    /// For a value with a state byte: its state byte and index.
     stateful: Option<(usize, usize)>,
     ops: &'static dyn ErasedKey,
 }
@@ -240,7 +244,7 @@ struct Inherited {
 ///
 /// A block is two regions: the *prefix* `[Header | plain constants]`, copied
 /// from [`Layout::prefix`] into every new block, and the *clean region*
-/// `[values with their state bytes | made bitmap]`, which a new block only
+/// `[values with their state bytes | made map]`, which a new block only
 /// needs clean (every state byte `UNINIT`, every bit 0). A fresh allocation
 /// is zeroed; a recycled block was cleaned when it was destroyed, touching
 /// only what it had made. So making and destroying a block costs the same
@@ -250,15 +254,17 @@ pub(crate) struct Layout {
     align: usize,
     /// The image of the prefix: zeroed header, constants in place.
     prefix: Box<[MaybeUninit<u8>]>,
-    /// Values with a state byte, by their index in the bitmap.
+    /// Values with a state byte, by their index (plan order).
     stateful: Vec<Stateful>,
-    /// Offset of the made bitmap (`u64` words, one bit per stateful value).
-    bitmap: usize,
-    /// Offset of the summary of the bitmap: one bit per bitmap word that
-    /// has a bit set, so that destruction visits only those words.
-    summary: usize,
-    /// Words in the summary.
-    summary_words: usize,
+    /// Offset of the made map: `made_words` `u64` words after the values,
+    /// one bit per group of `1 << group_shift` consecutive stateful values,
+    /// set when the block makes one of them.
+    made_map: usize,
+    /// Words in the made map: at most [`MADE_BITS`] / 64.
+    made_words: usize,
+    /// Each bit of the made map covers `1 << group_shift` stateful values:
+    /// 0 (one bit per value) up to [`MADE_BITS`] of them.
+    group_shift: u32,
     /// The `#[inherit]` declarations, in registry order.
     inherited: Vec<Inherited>,
     /// How many clean blocks each thread keeps for reuse.
@@ -269,6 +275,10 @@ pub(crate) struct Layout {
 const POOL_BYTES: usize = 256 * 1024;
 /// Clean blocks a thread keeps for reuse, at most.
 const POOL_BLOCKS: usize = 64;
+/// Bits of the made map at most: with the header, 64 bytes, the SPEC's
+/// bound on what a block may add to its values and their state bytes.
+const MADE_BITS: usize = 192;
+const _: () = assert!(size_of::<Header>() + MADE_BITS / 8 <= 64);
 
 static LAYOUT: OnceLock<Layout> = OnceLock::new();
 
@@ -298,19 +308,19 @@ impl Layout {
         let header = (size_of::<Header>(), align_of::<Header>());
         let prefix_plan = registry::plan(header, &shapes(&plain));
         let stateful_plan = registry::plan((prefix_plan.size, 1), &shapes(&stateful));
-        let words = stateful.len().div_ceil(64);
-        let summary_words = words.div_ceil(64);
-        let bitmap = stateful_plan
+        let groups = |shift: u32| stateful.len().div_ceil(1 << shift);
+        let mut group_shift = 0;
+        while groups(group_shift) > MADE_BITS {
+            group_shift += 1;
+        }
+        let made_words = groups(group_shift).div_ceil(64);
+        let made_map = stateful_plan
             .size
             .checked_next_multiple_of(align_of::<u64>())
             .unwrap_or_else(|| registry::too_large());
-        let summary = words
+        let size = made_words
             .checked_mul(size_of::<u64>())
-            .and_then(|b| b.checked_add(bitmap))
-            .unwrap_or_else(|| registry::too_large());
-        let size = summary_words
-            .checked_mul(size_of::<u64>())
-            .and_then(|b| b.checked_add(summary))
+            .and_then(|b| b.checked_add(made_map))
             .unwrap_or_else(|| registry::too_large());
         let align = prefix_plan
             .align
@@ -363,9 +373,9 @@ impl Layout {
             align,
             prefix,
             stateful: entries,
-            bitmap,
-            summary,
-            summary_words,
+            made_map,
+            made_words,
+            group_shift,
             inherited,
             pool_max: (POOL_BYTES / size).clamp(1, POOL_BLOCKS),
         }
@@ -772,7 +782,7 @@ impl Block {
             None => {
                 let alloc_layout = layout.alloc_layout();
                 // SAFETY: `alloc_layout` has a non-zero size (the header).
-                // Zeroed: every state byte `UNINIT`, every bitmap bit 0.
+                // Zeroed: every state byte `UNINIT`, every made-map bit 0.
                 let base = unsafe { alloc::alloc_zeroed(alloc_layout) };
                 let Some(base) = NonNull::new(base) else {
                     handle_alloc_error(alloc_layout)
@@ -852,7 +862,7 @@ impl Block {
                     }
                     // SAFETY: the parent's value is alive and pinned; the
                     // child's slot is not made (a new block), aligned and in
-                    // bounds. The state byte and bitmap are set only once the
+                    // bounds. The state byte and made map are set only once the
                     // copy is written, so a panic leaves it not made.
                     unsafe {
                         entry
@@ -954,7 +964,7 @@ unsafe fn fill_prefix(base: *mut u8, layout: &Layout, listed: bool) {
     }
 }
 
-/// Marks the value whose state byte is at `state` (bitmap index `index`)
+/// Marks the value whose state byte is at `state` (index `index`)
 /// made in the block at `base`.
 ///
 /// # Safety
@@ -962,12 +972,12 @@ unsafe fn fill_prefix(base: *mut u8, layout: &Layout, listed: bool) {
 /// `base` must be a block that is not freed, and the value must have just
 /// been written to its slot, which held none.
 unsafe fn mark_made(base: *mut u8, layout: &Layout, state: usize, index: usize) {
-    // SAFETY: the caller's guarantee; the state byte, bitmap and summary
+    let group = index >> layout.group_shift;
+    // SAFETY: the caller's guarantee; the state byte and the made map's
     // words are inside the block, aligned.
     unsafe {
         *base.add(state) = ALIVE;
-        *base.add(layout.bitmap).cast::<u64>().add(index / 64) |= 1 << (index % 64);
-        *base.add(layout.summary).cast::<u64>().add(index / 4096) |= 1 << ((index / 64) % 64);
+        *base.add(layout.made_map).cast::<u64>().add(group / 64) |= 1 << (group % 64);
         let header = header(base);
         header.made.set(header.made.get() + 1);
     }
@@ -1124,7 +1134,7 @@ unsafe fn destroy_values(base: *mut u8) -> (Option<Box<dyn std::any::Any + Send>
 }
 
 /// Puts the clean region back as a fresh block has it: the state bytes of
-/// what was made back to `UNINIT`, bitmap words to zero. Values without drop
+/// what was made back to `UNINIT`, made-map words to zero. Values without drop
 /// glue were never marked destroyed.
 ///
 /// # Safety
@@ -1143,48 +1153,34 @@ unsafe fn clean(base: *mut u8) {
         unsafe { *base.add(entry.state) = UNINIT };
         true
     });
-    for_each_dirty_word(base, layout, |word| {
-        // SAFETY: the bitmap's words are inside the block, aligned.
-        unsafe { *base.add(layout.bitmap).cast::<u64>().add(word) = 0 };
-        true
-    });
-    for s in 0..layout.summary_words {
-        // SAFETY: the summary's words are inside the block, aligned.
-        unsafe { *base.add(layout.summary).cast::<u64>().add(s) = 0 };
+    for word in 0..layout.made_words {
+        // SAFETY: the made map's words are inside the block, aligned.
+        unsafe { *base.add(layout.made_map).cast::<u64>().add(word) = 0 };
     }
     header.made.set(0);
 }
 
-/// Calls `f` for each value whose bit is set in the block's made bitmap, in
-/// bitmap order, until it returns `false`. Visits only the bitmap words the
-/// summary marks: a word of summary per 4,096 stateful declarations, plus
-/// each made value.
+/// Calls `f` for each value the block made (its state byte is not
+/// `UNINIT`), in plan order, until it returns `false`. Looks only at the
+/// groups the made map marks: each made value's group, of one value when
+/// the binary declares at most [`MADE_BITS`] values with a state byte, and
+/// of `2^k` (the least that fits the map) beyond.
 fn for_each_made(base: *mut u8, layout: &Layout, mut f: impl FnMut(&Stateful) -> bool) {
-    for_each_dirty_word(base, layout, |word| {
-        // SAFETY: the bitmap's words are inside the block, aligned.
-        let mut bits = unsafe { *base.add(layout.bitmap).cast::<u64>().add(word) };
+    let count = layout.stateful.len();
+    for word in 0..layout.made_words {
+        // SAFETY: the made map's words are inside the block, aligned.
+        let mut bits = unsafe { *base.add(layout.made_map).cast::<u64>().add(word) };
         while bits != 0 {
-            let bit = bits.trailing_zeros() as usize;
+            let group = word * 64 + bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            if !f(&layout.stateful[word * 64 + bit]) {
-                return false;
-            }
-        }
-        true
-    });
-}
-
-/// Calls `f` with the index of each bitmap word that has a bit set (as the
-/// summary says), until it returns `false`.
-fn for_each_dirty_word(base: *mut u8, layout: &Layout, mut f: impl FnMut(usize) -> bool) {
-    for s in 0..layout.summary_words {
-        // SAFETY: the summary's words are inside the block, aligned.
-        let mut bits = unsafe { *base.add(layout.summary).cast::<u64>().add(s) };
-        while bits != 0 {
-            let bit = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            if !f(s * 64 + bit) {
-                return;
+            let first = group << layout.group_shift;
+            let end = (first + (1 << layout.group_shift)).min(count);
+            for entry in &layout.stateful[first..end] {
+                // SAFETY: the state byte of a value in the plan is inside
+                // the block.
+                if unsafe { *base.add(entry.state) } != UNINIT && !f(entry) {
+                    return;
+                }
             }
         }
     }
