@@ -909,10 +909,11 @@ impl Block {
             }
             // SAFETY: every value is destroyed and nothing refers to the
             // block (a `resume` that remembered it meanwhile forgets it
-            // here, and a restore that made it current again is undone).
+            // here; `CURRENT` does not name it: `unname` above, and
+            // `destroy_values`' `enter` put back what was current before).
             // Born anew: restores recorded before now see a different block.
             unsafe {
-                unname(base);
+                release(base);
                 clean(base);
                 fill_prefix(base, layout, listed);
             }
