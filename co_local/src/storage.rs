@@ -15,11 +15,11 @@
 //! - the blocks of async tasks ([`TaskBlock`], under [`WithLocals`] and
 //!   [`LocalWithLocals`]), which may move between threads between two polls.
 //!
-//! A block is `[Header | plain constants | values with a state byte | made
-//! map]`. A value with a state byte (a lazy value, or a constant whose type
+//! A block is `[Header | made map | plain constants | values with a state
+//! byte]`. A value with a state byte (a lazy value, or a constant whose type
 //! has drop glue) has it right after the value, so one offset finds both.
-//! The made map (at most [`MADE_BITS`] bits, so that header and map stay
-//! within 64 bytes) has a bit per such value, or, when the binary declares
+//! The made map (at most [`MADE_BITS`] bits, so that header and map take at
+//! most 64 bytes) has a bit per such value, or, when the binary declares
 //! more of them, per group of `2^k` consecutive ones: a bit says the block
 //! made a value of that group, so that destroying and cleaning the block
 //! looks at the state bytes of the groups it used, not at every
@@ -242,10 +242,10 @@ struct Inherited {
 
 /// The layout of every block, computed once per process.
 ///
-/// A block is two regions: the *prefix* `[Header | plain constants]`, copied
-/// from [`Layout::prefix`] into every new block, and the *clean region*
-/// `[values with their state bytes | made map]`, which a new block only
-/// needs clean (every state byte `UNINIT`, every bit 0). A fresh allocation
+/// A block is two regions: the *prefix* `[Header | made map | plain
+/// constants]`, copied from [`Layout::prefix`] into every new block (the map
+/// as zeros), and the *clean region* `[values with their state bytes]`,
+/// which a new block only needs clean (every state byte `UNINIT`). A fresh allocation
 /// is zeroed; a recycled block was cleaned when it was destroyed, touching
 /// only what it had made. So making and destroying a block costs the same
 /// whatever the number of declarations it did not use.
@@ -256,7 +256,7 @@ pub(crate) struct Layout {
     prefix: Box<[MaybeUninit<u8>]>,
     /// Values with a state byte, by their index (plan order).
     stateful: Vec<Stateful>,
-    /// Offset of the made map: `made_words` `u64` words after the values,
+    /// Offset of the made map: `made_words` `u64` words after the header,
     /// one bit per group of `1 << group_shift` consecutive stateful values,
     /// set when the block makes one of them.
     made_map: usize,
@@ -279,6 +279,8 @@ const POOL_BLOCKS: usize = 64;
 /// bound on what a block may add to its values and their state bytes.
 const MADE_BITS: usize = 192;
 const _: () = assert!(size_of::<Header>() + MADE_BITS / 8 <= 64);
+const _: () = assert!(size_of::<Header>() % align_of::<u64>() == 0);
+const _: () = assert!(align_of::<Header>() >= align_of::<u64>());
 
 static LAYOUT: OnceLock<Layout> = OnceLock::new();
 
@@ -305,23 +307,24 @@ impl Layout {
         let (stateful, plain): (Vec<&Declaration>, Vec<&Declaration>) =
             decls.iter().partition(|d| d.has_state());
         let shapes = |ds: &[&Declaration]| ds.iter().map(|d| d.shape()).collect::<Vec<_>>();
-        let header = (size_of::<Header>(), align_of::<Header>());
-        let prefix_plan = registry::plan(header, &shapes(&plain));
-        let stateful_plan = registry::plan((prefix_plan.size, 1), &shapes(&stateful));
         let groups = |shift: u32| stateful.len().div_ceil(1 << shift);
         let mut group_shift = 0;
         while groups(group_shift) > MADE_BITS {
             group_shift += 1;
         }
         let made_words = groups(group_shift).div_ceil(64);
-        let made_map = stateful_plan
-            .size
-            .checked_next_multiple_of(align_of::<u64>())
-            .unwrap_or_else(|| registry::too_large());
-        let size = made_words
-            .checked_mul(size_of::<u64>())
-            .and_then(|b| b.checked_add(made_map))
-            .unwrap_or_else(|| registry::too_large());
+        // The made map follows the header, `u64`-aligned like it: the two
+        // take at most 64 bytes, and what padding follows is the first
+        // value's alignment. Zero in the prefix image: a new block gets it
+        // clean.
+        let made_map = size_of::<Header>();
+        let head = (
+            made_map + made_words * size_of::<u64>(),
+            align_of::<Header>(),
+        );
+        let prefix_plan = registry::plan(head, &shapes(&plain));
+        let stateful_plan = registry::plan((prefix_plan.size, 1), &shapes(&stateful));
+        let size = stateful_plan.size;
         let align = prefix_plan
             .align
             .max(stateful_plan.align)
