@@ -345,6 +345,20 @@ std::thread_local! {
     static LATER: RefCell<Option<(Plain, Plain)>> = const { RefCell::new(None) };
 }
 
+/// A coroutine suspended inside a scope begun with the current block B
+/// current. Resumed, the scope ends, putting back B unless B is gone, and it
+/// writes 99 into `ID` of whatever block is current then.
+fn open_scope() -> Plain {
+    let mut other = Locals::new();
+    let mut scope: Plain = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
+        other.enter(|| y.suspend(()));
+        let _ = ID.try_with(|id| id.set(99));
+        y.suspend(());
+    });
+    scope.resume(());
+    scope
+}
+
 /// Runs inside a destructor of a dying block B, with B current: leaves B
 /// pinned, and a scope begun with B current suspended in a coroutine.
 fn pin_and_leave_a_scope_open() {
@@ -352,15 +366,7 @@ fn pin_and_leave_a_scope_open() {
         LAZY.with(|_| y.suspend(()));
     });
     pinner.resume(());
-    let mut other = Locals::new();
-    let mut scope: Plain = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
-        other.enter(|| y.suspend(()));
-        // The scope put back what was current when it began: B, unless B
-        // is gone.
-        let _ = ID.try_with(|id| id.set(99));
-        y.suspend(());
-    });
-    scope.resume(());
+    let scope = open_scope();
     LATER.with(|l| *l.borrow_mut() = Some((pinner, scope)));
 }
 
@@ -515,15 +521,7 @@ std::thread_local! {
 /// Runs inside a destructor of a block being reset, with it current: leaves
 /// a scope begun with that block current open in a coroutine.
 fn leave_a_scope_open() {
-    let mut other = Locals::new();
-    let mut scope: Plain = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
-        other.enter(|| y.suspend(()));
-        // The scope put back what was current when it began, unless that
-        // block is gone.
-        let _ = ID.try_with(|id| id.set(99));
-        y.suspend(());
-    });
-    scope.resume(());
+    let scope = open_scope();
     OPEN_SCOPE.with(|s| *s.borrow_mut() = Some(scope));
 }
 
