@@ -55,11 +55,9 @@ pub struct Locals {
 impl Locals {
     /// Makes a block: every constant in place, every lazy value not made yet.
     pub fn new() -> Locals {
-        Locals::from_block(Block::new())
-    }
-
-    fn from_block(block: Block) -> Locals {
-        Locals { block }
+        Locals {
+            block: Block::new(),
+        }
     }
 
     /// Makes a block that starts with a copy of each `#[inherit]` value
@@ -96,7 +94,9 @@ impl Locals {
     /// assert_eq!(sub_task.enter(|| RETRIES.get()), 0);
     /// ```
     pub fn inherit() -> Locals {
-        Locals::from_block(Block::inherit())
+        Locals {
+            block: Block::inherit(),
+        }
     }
 
     /// Makes this block as [`Locals::new`] made it, without allocating: the

@@ -10,17 +10,9 @@ use co_local::{co_local, Locals, RawBlock};
 use co_local_tests::{catch, message};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-co_local! {
-    static ID: Cell<u32> = const { Cell::new(0) };
-    static NAME: RefCell<String> = RefCell::new(String::from("fresh"));
-}
+mod common;
 
-fn churn() -> Vec<Locals> {
-    co_local_tests::churn(|i| {
-        ID.set(900 + i);
-        NAME.set(format!("churn {i:>4}"));
-    })
-}
+use common::{churn, ID, NAME};
 
 /// Hole 1: a foreign coroutine suspends inside an `enter` of its own; the
 /// resumer's `enter` then returns, its block is dropped, and the coroutine

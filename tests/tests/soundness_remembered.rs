@@ -6,24 +6,17 @@
 //! ends one of those ways; `.ci/run` runs them under valgrind's memcheck.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::task::Poll;
 
 use co_local::{co_local, Locals, WithLocals};
 use co_local_tests::poll_once;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-co_local! {
-    static ID: Cell<u32> = const { Cell::new(0) };
-    static NAME: RefCell<String> = RefCell::new(String::from("fresh"));
-}
+mod common;
 
-fn churn() -> Vec<Locals> {
-    co_local_tests::churn(|i| {
-        ID.set(900 + i);
-        NAME.set(format!("churn {i:>4}"));
-    })
-}
+use common::{churn, ID, NAME};
 
 /// A corosensei coroutine with a block of its own, switched with `resume`.
 struct Task<Y> {
@@ -101,14 +94,24 @@ fn a_remembered_block_that_dies_inside_resume_is_forgotten() {
     drop(others);
 }
 
+/// A task whose first poll suspends the coroutine that `y` belongs to,
+/// yielding the task's `ID`, seeded to `id`; then it is ready with its `ID`.
+fn task_that_suspends(
+    y: &Yielder<(), u32>,
+    id: u32,
+) -> WithLocals<Pin<Box<impl Future<Output = u32> + '_>>> {
+    let mut task = WithLocals::new(Box::pin(poll_fn(move |_| {
+        y.suspend(ID.get());
+        Poll::Ready(ID.get())
+    })));
+    task.with_locals(|| ID.set(id)).unwrap();
+    task
+}
+
 #[test]
 fn a_coroutine_suspended_inside_a_task_poll_finds_the_task_block_again() {
     let mut task = Task::new(|y: &Yielder<(), u32>, ()| {
-        let mut inner = WithLocals::new(Box::pin(poll_fn(|_| {
-            y.suspend(ID.get());
-            Poll::Ready(ID.get())
-        })));
-        inner.with_locals(|| ID.set(3)).unwrap();
+        let mut inner = task_that_suspends(y, 3);
         let seen = poll_once(&mut inner);
         assert_eq!(seen, Poll::Ready(3));
         // The task completed: its block is gone, the coroutine's is back.
@@ -130,11 +133,7 @@ fn a_coroutine_suspended_inside_a_task_poll_finds_the_task_block_again() {
 /// one of three orders.
 fn suspended_in_poll() -> Task<u32> {
     let mut task = Task::new(|y: &Yielder<(), u32>, ()| {
-        let mut inner = WithLocals::new(Box::pin(poll_fn(|_| {
-            y.suspend(ID.get());
-            Poll::Ready(ID.get())
-        })));
-        inner.with_locals(|| ID.set(4)).unwrap();
+        let mut inner = task_that_suspends(y, 4);
         match poll_once(&mut inner) {
             Poll::Ready(id) => id,
             Poll::Pending => 0,
