@@ -438,9 +438,96 @@ std::thread_local! {
     /// stay, so a block's life in steady state touches it not at all.
     static LIVE: RefCell<HashSet<usize, BuildHasherDefault<AddressHasher>>> =
         RefCell::new(HashSet::default());
-    /// The task block attached to this thread by the innermost
-    /// [`TaskBlock::run`] still running, or null (see [`TaskBlock`]).
-    static ATTACHED: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
+    /// The innermost [`Attach`] of this thread: the chain of the task blocks
+    /// that a call in progress here attached, or that are dying here, or
+    /// null (see [`TaskBlock`]).
+    static ATTACHED: Cell<*const Attach> = const { Cell::new(ptr::null()) };
+}
+
+/// A block that is alive on this thread although it is in no live set: the
+/// block of a `Send` task while one of its calls ([`TaskBlock::run`]) is in
+/// progress here, or any unlisted block while its destructors run
+/// ([`destroy_values`]). Each lives in the frame of that call (its guard),
+/// and is linked into the thread's chain (`ATTACHED`, innermost first) for
+/// as long as the frame is: it unlinks itself on the way out, wherever it is
+/// in the chain by then, so calls may end in any order (a coroutine of
+/// another library may suspend inside one and be resumed inside another).
+/// A checked restore whose block is in the chain, and whose record is not
+/// older than the link, puts it back (see `still_there`).
+struct Attach {
+    block: *mut u8,
+    /// `CHANGES` when the block was linked: a record at least as new that
+    /// names its address names this block, which has held the address since.
+    since: u64,
+    /// The next link of the chain, outward; rewritten when that one unlinks.
+    outer: Cell<*const Attach>,
+}
+
+impl Attach {
+    /// A link for `block`, linked after the chain's current head once
+    /// [`link`](Attach::link) is called on it where it stays.
+    #[inline(always)]
+    fn new(block: *mut u8, since: u64) -> Attach {
+        Attach {
+            block,
+            since,
+            outer: Cell::new(ATTACHED.get()),
+        }
+    }
+
+    /// Makes this link the chain's head. It must not move until
+    /// [`unlink`](Attach::unlink) (it lives in a guard of the frame).
+    #[inline(always)]
+    fn link(&self) {
+        ATTACHED.set(self);
+    }
+
+    /// Takes this link out of the chain: at once when it is the head
+    /// (calls that nested), else by rewriting the `outer` of the link that
+    /// points to it.
+    #[inline(always)]
+    fn unlink(&self) {
+        let outer = self.outer.get();
+        if ptr::eq(ATTACHED.get(), self) {
+            ATTACHED.set(outer);
+        } else {
+            self.unlink_inner(outer);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unlink_inner(&self, outer: *const Attach) {
+        let mut link = ATTACHED.get();
+        while !link.is_null() {
+            // SAFETY: every link in the chain lives in a frame that has not
+            // ended (each unlinks itself on its way out; a frame that never
+            // ends, leaked with its coroutine's stack, stays in memory), so
+            // it may be read; `outer` is a `Cell`, only shared.
+            let this = unsafe { &*link };
+            let next = this.outer.get();
+            if ptr::eq(next, self) {
+                this.outer.set(outer);
+                return;
+            }
+            link = next;
+        }
+    }
+}
+
+/// Whether `block`, recorded when `CHANGES` was `at`, is in this thread's
+/// chain of [`Attach`] links with a record not older than its link.
+fn attached(block: *mut u8, at: u64) -> bool {
+    let mut link = ATTACHED.get();
+    while !link.is_null() {
+        // SAFETY: as in `Attach::unlink_inner`.
+        let this = unsafe { &*link };
+        if this.block == block && this.since <= at {
+            return true;
+        }
+        link = this.outer.get();
+    }
+    false
 }
 
 /// Advances `CHANGES` and marks the point in `LAST_DEATH`: a block died,
@@ -634,14 +721,14 @@ fn still_there(block: *mut u8, at: u64) -> bool {
     if block.is_null() {
         return true;
     }
-    if block == ATTACHED.get() {
-        // SAFETY: an attached task block is not freed: its task is borrowed
-        // by the `TaskBlock::run` that attached it (see `TaskBlock`).
-        let header = unsafe { header(block) };
-        // Stamped when attached: a record older than that named another
-        // block that had this address (it died: only a call of this task
-        // makes records naming its block, and those are newer).
-        return header.born.get() <= at && header.refs.get() >= 0;
+    // A task block whose call is in progress here (the innermost one or
+    // any call it runs inside, whatever the order the calls end in), or an
+    // unlisted block whose destructors run: its link lives as long as that
+    // call. A record older than the link named the block of an earlier
+    // call, which may have moved or died since (or another block at that
+    // address), and fails.
+    if attached(block, at) {
+        return true;
     }
     let thread = THREAD_BLOCK
         .try_with(|b| b.0.as_ref().map(Block::as_ptr))
@@ -1104,6 +1191,20 @@ unsafe fn destroy_values(base: *mut u8) -> (Option<Box<dyn std::any::Any + Send>
     let mut first_panic = None;
     let mut done = true;
     if header.made.get() > 0 {
+        // An unlisted block (a task's) is alive for restores only through
+        // a link: one for as long as its destructors run, so that a scope
+        // one of them opens and closes puts it back.
+        struct Unlink(Attach);
+        impl Drop for Unlink {
+            fn drop(&mut self) {
+                self.0.unlink();
+            }
+        }
+        let dying = (!header.listed.get()).then(|| Unlink(Attach::new(base, CHANGES.get())));
+        // Linked where it stays, until it is dropped at the end of this scope.
+        if let Some(dying) = &dying {
+            dying.0.link();
+        }
         enter(base, || {
             for_each_made(base, layout, |entry| {
                 let Some(ops) = entry.drop else { return true };
@@ -1851,31 +1952,32 @@ impl<const SEND: bool> TaskBlock<SEND> {
     pub(crate) unsafe fn run_alive<R>(&mut self, f: impl FnOnce() -> R) -> R {
         struct Detach<'a, const SEND: bool> {
             task: &'a mut TaskBlock<SEND>,
-            base: *mut u8,
-            outer: *mut u8,
-            saved: Saved,
+            /// The task block's link, head of the chain while the call runs.
+            link: Attach,
+            /// The block current when the call began.
+            caller: *mut u8,
         }
         impl<const SEND: bool> Drop for Detach<'_, SEND> {
             #[inline(always)]
             fn drop(&mut self) {
-                if CHANGES.get() == self.saved.at {
+                if CHANGES.get() == self.link.since {
                     // Nothing began inside that may not have ended, no block
-                    // died and no call detached its block: the outer block is
-                    // as valid as it was, and so is the outer attached one,
-                    // whose call is still running. Nor was anything recorded
-                    // that names this block: every `enter`, `resume`, task
-                    // call and `swap_current` advances `CHANGES` when it
-                    // begins. Records that an earlier call left behind made
-                    // that call leave by `detach_changed`, which advanced
-                    // both clocks past them for good.
-                    CURRENT.set(self.saved.block);
-                    ATTACHED.set(self.outer);
+                    // died and no call ended its link: the caller's block is
+                    // as valid as it was, and this link is still the head.
+                    // Nor was anything recorded that names this block: every
+                    // `enter`, `resume`, task call and `swap_current`
+                    // advances `CHANGES` when it begins. Records that an
+                    // earlier call left behind made that call leave by
+                    // `detach_changed`, which advanced both clocks past them
+                    // for good.
+                    CURRENT.set(self.caller);
+                    ATTACHED.set(self.link.outer.get());
                 } else {
-                    detach_changed(self.base, self.outer, self.saved);
+                    detach_changed(&self.link, self.caller);
                 }
                 self.task.busy = false;
                 // SAFETY: the block is owned by the task block, not freed.
-                if unsafe { header(self.base) }.refs.get() != 0 {
+                if unsafe { header(self.link.block) }.refs.get() != 0 {
                     self.task.leave_pinned();
                 }
             }
@@ -1889,22 +1991,14 @@ impl<const SEND: bool> TaskBlock<SEND> {
             return enter(base, f);
         }
         self.busy = true;
-        let outer = ATTACHED.replace(base);
         changed();
-        let saved = Saved {
-            block: CURRENT.replace(base),
-            at: CHANGES.get(),
-        };
-        // SAFETY: the block is owned by the task block, not freed. Records
-        // taken during the call are newer than this stamp; a stale one
-        // naming this address is older (see `still_there`).
-        unsafe { header(base) }.born.set(saved.at);
-        let _detach = Detach {
+        let detach = Detach {
             task: self,
-            base,
-            outer,
-            saved,
+            link: Attach::new(base, CHANGES.get()),
+            caller: CURRENT.replace(base),
         };
+        // Linked where it stays: `detach` is not moved until it is dropped.
+        detach.link.link();
         f()
     }
 
@@ -1928,48 +2022,17 @@ impl<const SEND: bool> TaskBlock<SEND> {
         drop(pinned);
     }
 
-    /// Destroys the block's values, with it current and attached, and
+    /// Destroys the block's values, with it current (and, for a `SEND`
+    /// block, linked while its destructors run: see [`destroy_values`]), and
     /// releases it. Nothing if it is destroyed already.
     pub(crate) fn destroy(&mut self) {
-        struct Detach {
-            base: *mut u8,
-            outer: *mut u8,
-        }
-        impl Drop for Detach {
-            fn drop(&mut self) {
-                let attached = if ATTACHED.get() == self.base {
-                    self.outer
-                } else {
-                    ptr::null_mut()
-                };
-                ATTACHED.set(attached);
-                advance();
-            }
-        }
         if SEND && self.busy {
             // A call never ended: the block may still be named where it ran.
             core::mem::forget(self.block.take());
             self.busy = false;
             return;
         }
-        let Some(block) = self.block.take() else {
-            return;
-        };
-        let base = block.as_ptr();
-        let outer = ATTACHED.replace(base);
-        let _detach = Detach {
-            base,
-            // Never `base` itself: nothing may name the block once it is gone.
-            outer: if outer == base {
-                ptr::null_mut()
-            } else {
-                outer
-            },
-        };
-        // SAFETY: the block is owned, not freed. Stamped as in `run_alive`.
-        unsafe { header(base) }.born.set(CHANGES.get());
-        // `Block::drop` makes it current while destructors run.
-        drop(block);
+        drop(self.block.take());
     }
 }
 
@@ -1980,26 +2043,24 @@ impl<const SEND: bool> Drop for TaskBlock<SEND> {
 }
 
 /// The way out of [`TaskBlock::run`] when `CHANGES` moved: lets go of the
-/// task block `base` and restores the caller's block (`saved`) and attached
-/// block (`outer`) if they are still there.
+/// task block (`link`'s) and restores the caller's block if it is still
+/// there.
 #[cold]
 #[inline(never)]
-fn detach_changed(base: *mut u8, outer: *mut u8, saved: Saved) {
+fn detach_changed(link: &Attach, caller: *mut u8) {
     // A `Locals` that remembered the block (its coroutine suspended inside
     // the call) goes back to its own.
     // SAFETY: the block is owned by the task block, which the call borrows.
-    unsafe { release(base) };
-    // `ATTACHED` first: restoring `CURRENT` may check the outer block, which
-    // may be an attached task block. A call that attached another block and
-    // has not returned (a coroutine suspended in it) loses its place, which
-    // only makes checks stricter.
-    let attached = if ATTACHED.get() == base {
-        outer
-    } else {
-        ptr::null_mut()
-    };
-    ATTACHED.set(attached);
-    restore_checked(saved);
+    unsafe { release(link.block) };
+    // Out of the chain, wherever it is by now: a call that began inside
+    // this one and has not ended (a coroutine suspended in it) keeps its
+    // link, and so do the calls this one runs inside. The caller's block
+    // may be one of them.
+    link.unlink();
+    restore_checked(Saved {
+        block: caller,
+        at: link.since,
+    });
     // Records left on this thread that name the block (a scope of a
     // coroutine that suspended inside the call) check it before they restore
     // it: they find `CHANGES` moved, and `LAST_DEATH` past them.
