@@ -70,7 +70,7 @@ use core::cell::{Cell, RefCell, UnsafeCell};
 use core::fmt;
 use core::future::Future;
 use core::marker::PhantomData;
-use core::mem::{align_of, needs_drop, size_of, MaybeUninit};
+use core::mem::{align_of, needs_drop, size_of, ManuallyDrop, MaybeUninit};
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
@@ -827,15 +827,41 @@ impl Drop for BlockPin {
 #[inline(never)]
 unsafe fn finish_orphan(base: *mut u8) {
     // SAFETY: the caller's guarantee: nothing refers to the block any more.
-    let panic = unsafe {
+    let listed = unsafe { header(base) }.listed.get();
+    // SAFETY: as above.
+    let destroy = || unsafe {
         header(base).refs.set(0);
         destroy(base)
+    };
+    let panic = if listed {
+        destroy()
+    } else {
+        dying_unlisted(base, destroy)
     };
     if let Some(payload) = panic {
         if !std::thread::panicking() {
             panic::resume_unwind(payload);
         }
     }
+}
+
+/// Runs `destroy`, which destroys the unlisted block (a task's) at `base`,
+/// with that block linked into the thread's chain (see [`Attach`]): in no
+/// live set, it is alive for restores only through a link, and the scopes
+/// its destructors open and close must find it.
+#[cold]
+#[inline(never)]
+fn dying_unlisted<R>(base: *mut u8, destroy: impl FnOnce() -> R) -> R {
+    struct Unlink(Attach);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            self.0.unlink();
+        }
+    }
+    let link = Unlink(Attach::new(base, CHANGES.get()));
+    // Linked where it stays, until it is dropped at the end of this call.
+    link.0.link();
+    destroy()
 }
 
 /// One block: an allocation of the layout, owned.
@@ -1191,20 +1217,6 @@ unsafe fn destroy_values(base: *mut u8) -> (Option<Box<dyn std::any::Any + Send>
     let mut first_panic = None;
     let mut done = true;
     if header.made.get() > 0 {
-        // An unlisted block (a task's) is alive for restores only through
-        // a link: one for as long as its destructors run, so that a scope
-        // one of them opens and closes puts it back.
-        struct Unlink(Attach);
-        impl Drop for Unlink {
-            fn drop(&mut self) {
-                self.0.unlink();
-            }
-        }
-        let dying = (!header.listed.get()).then(|| Unlink(Attach::new(base, CHANGES.get())));
-        // Linked where it stays, until it is dropped at the end of this scope.
-        if let Some(dying) = &dying {
-            dying.0.link();
-        }
         enter(base, || {
             for_each_made(base, layout, |entry| {
                 let Some(ops) = entry.drop else { return true };
@@ -1839,21 +1851,23 @@ pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
 }
 
 /// The block of an async task: [`WithLocals`] (`SEND`) or
-/// [`LocalWithLocals`].
+/// [`LocalWithLocals`], and the state of the task around it.
 ///
 /// A `SEND` task block is in no thread's live set. It is current only inside
-/// [`TaskBlock::run`] (a poll, a `with_locals`, the drop of the future) and
-/// while it is destroyed; for that time it is *attached* to the thread:
-/// `ATTACHED` names it, so that a restore checked on that thread (after a
-/// block was dropped meanwhile) still finds it. When the call ends it is
-/// detached:
+/// a call of its task ([`TaskBlock::call`]: a poll, a `with_locals`, the drop
+/// of the future) and while it is destroyed; for that time it is *linked*
+/// into the thread's chain ([`Attach`], from `ATTACHED`), so that a restore
+/// checked on that thread (after a block died meanwhile) still finds it,
+/// wherever the call is in the chain by then. When the call ends:
 ///
-/// - `ATTACHED` goes back to what it was, if the calls nested (else to null);
+/// - its link leaves the chain, wherever it is: calls may end in another
+///   order than they began when another library's coroutine suspends inside
+///   one and is resumed inside another;
 /// - if `CHANGES` moved during the call (anything that records the current
 ///   block advances it when it begins), the thread's clocks advance, so that
 ///   any record left on this thread that names the block (a scope of another
 ///   library's coroutine that suspended inside the call) is checked before it
-///   is restored, and, the block being neither in the live set nor attached
+///   is restored, and, the block being neither in the live set nor linked
 ///   any more, is not; a `Locals` whose `resume` remembered the block goes
 ///   back to its own. If `CHANGES` did not move, nothing was recorded;
 /// - if something on this thread still holds a pin on a `SEND` block (a
@@ -1871,32 +1885,40 @@ pub unsafe fn swap_current(block: RawBlock) -> RawBlock {
 /// it is in the thread's live set like a `Locals`' block, and its calls are
 /// plain `enter`s.
 pub(crate) struct TaskBlock<const SEND: bool> {
-    /// `None` once the block has been destroyed (the task completed).
+    /// `None` once the block has been destroyed.
     block: Option<Block>,
-    /// Set while a call of a `SEND` block runs. Still set when the next call
-    /// or the destruction begins, it means a call never ended: its frame was
-    /// leaked (a generator that borrowed the task was forgotten while
-    /// suspended inside it), so the thread it ran on may still name the
-    /// block. That block is then abandoned (leaked, never freed, never used
-    /// again here) and the task goes on with a fresh one. Kept here, with the
-    /// task, not in the block: the thread that may still use the block never
-    /// writes it.
-    busy: bool,
+    /// [`BUSY`] and [`ENDED`]: one byte, so that a poll checks both at once.
+    state: u8,
 }
 
-// SAFETY: see `TaskBlock`: outside `run` and `drop`, which borrow the task
-// block mutably, no pointer on any thread names the block (`CURRENT` and
-// `ATTACHED` were restored, records naming it fail their check, pins that
-// outlived `run` made it leave a `SEND` block behind), so moving the owner
-// moves the only way to reach it. A call whose way out never ran (its frame
-// leaked) left `busy` set: the next call or the drop, wherever it runs,
-// abandons that block without touching it, and the task never uses it again. A `SEND` block holds only values whose type
-// is `Send` (`fast_path` and `slow_path` refuse the others when the header's
-// `send_task` is set), so they may be used, and dropped, on another thread.
-// A block without `SEND` may hold any value: it is only ever owned by a
-// `LocalWithLocals`, which is not `Send` (its `PhantomData<*const ()>`), so
-// this impl never moves one; it exists so that the compiler's complaint about
-// sending a `LocalWithLocals` names that type and not this one.
+/// A call of a `SEND` task block runs. Still set when the next call or the
+/// destruction begins, it means a call never ended: its frame was leaked (a
+/// generator that borrowed the task was forgotten while suspended inside
+/// it), so the thread it ran on may still name the block. That block is then
+/// abandoned (leaked, never freed, never used again here) and the task goes
+/// on with a fresh one. Kept with the task, not in the block: the thread that
+/// may still use the block never writes it.
+const BUSY: u8 = 1;
+/// The task's future is gone (dropped, or being dropped): its wrapper is
+/// polled no more, and `with_locals` gives `None`.
+const ENDED: u8 = 2;
+
+// SAFETY: see `TaskBlock`: outside its calls and `destroy`, which borrow the
+// task block mutably, no pointer on any thread names the block (`CURRENT`
+// was restored and the call's link left the chain, records naming it fail
+// their check, pins that outlived the call made it leave a `SEND` block
+// behind), so moving the owner moves the only way to reach it. A call whose
+// way out never ran (its frame leaked) left `BUSY` set: the next call or the
+// drop, wherever it runs, abandons that block without touching it, and the
+// task never uses it again (the leaked frame's link stays in its thread's
+// chain, naming a block that is never freed). A `SEND` block holds only
+// values whose type is `Send` (`fast_path` and `slow_path` refuse the
+// others when the header's `send_task` is set), so they may be used, and
+// dropped, on another thread. A block without `SEND` may hold any value: it
+// is only ever owned by a `LocalWithLocals`, which is not `Send` (its
+// `PhantomData<*const ()>`), so this impl never moves one; it exists so that
+// the compiler's complaint about sending a `LocalWithLocals` names that type
+// and not this one.
 unsafe impl<const SEND: bool> Send for TaskBlock<SEND> {}
 
 impl<const SEND: bool> TaskBlock<SEND> {
@@ -1905,7 +1927,7 @@ impl<const SEND: bool> TaskBlock<SEND> {
     pub(crate) fn new() -> TaskBlock<SEND> {
         TaskBlock {
             block: Some(Self::fresh().with_inherited(SEND)),
-            busy: false,
+            state: 0,
         }
     }
 
@@ -1920,50 +1942,95 @@ impl<const SEND: bool> TaskBlock<SEND> {
         block
     }
 
-    /// Whether the block has been destroyed (the task completed).
+    /// Whether the task's future is gone (or its block: the two go
+    /// together, the future first).
     pub(crate) fn is_done(&self) -> bool {
-        self.block.is_none()
+        self.state & ENDED != 0 || self.block.is_none()
+    }
+
+    /// Makes the task ready for a call: `ended` (which panics) if its future
+    /// is gone, and a fresh block if a call never ended (`BUSY`). One
+    /// comparison when neither.
+    #[inline(always)]
+    fn ready(&mut self, ended: fn() -> !) {
+        if self.state != 0 {
+            if !SEND {
+                // Never `BUSY`: `ENDED`.
+                ended()
+            }
+            self.not_ready(ended);
+        }
+    }
+
+    /// [`ready`](Self::ready) for a `SEND` task that is not: out of line, so
+    /// that the poll checks the state byte in memory and reads nothing else.
+    #[cold]
+    #[inline(never)]
+    fn not_ready(&mut self, ended: fn() -> !) {
+        if self.is_done() {
+            ended()
+        }
+        self.abandon();
+    }
+
+    /// Leaks the block of a call that never ended (see [`BUSY`]) and goes on
+    /// with a fresh one.
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self) {
+        core::mem::forget(self.block.replace(Self::fresh()));
+        self.state &= !BUSY;
     }
 
     /// Runs `f` with the block current, restoring the caller's afterwards,
-    /// also if `f` panics. A `SEND` block is attached to this thread
-    /// meanwhile, and detached after (see [`TaskBlock`]); the other kind is
-    /// in this thread's live set, so this is an `enter` of it.
+    /// also if `f` panics: the task's own calls (a `with_locals`, the drop of
+    /// its future), after [`ready`](Self::ready).
     ///
     /// # Panics
     ///
-    /// If the block has been destroyed.
+    /// Through `ended` if the task's future is gone.
     #[inline(always)]
-    pub(crate) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        if self.block.is_none() {
-            task_done()
-        }
-        // SAFETY: checked just above.
-        unsafe { self.run_alive(f) }
+    fn run<R>(&mut self, ended: fn() -> !, f: impl FnOnce() -> R) -> R {
+        self.ready(ended);
+        // SAFETY: `ready` returned: not `BUSY`, and the block is there.
+        unsafe { self.call(0, f) }
     }
 
-    /// [`run`](TaskBlock::run), for a caller that knows the block is alive.
+    /// Runs `f` with the block current, restoring the caller's afterwards,
+    /// also if `f` panics, and leaves the state `after` (`0`, or [`ENDED`]
+    /// for the drop of the future: a constant, so that the call writes the
+    /// state twice and never reads it). A `SEND` block is linked into this
+    /// thread's chain meanwhile (see [`TaskBlock`]); the other kind is in this
+    /// thread's live set, so this is an `enter` of it.
     ///
     /// # Safety
     ///
-    /// The block must not have been destroyed ([`is_done`](Self::is_done)
-    /// is `false`).
+    /// [`ready`](Self::ready) returned just before, or the caller checked
+    /// the same: the block is there and no call is in progress (`BUSY`
+    /// clear).
     #[inline(always)]
-    pub(crate) unsafe fn run_alive<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        struct Detach<'a, const SEND: bool> {
+    unsafe fn call<R>(&mut self, after: u8, f: impl FnOnce() -> R) -> R {
+        struct Detach<'a, 'l, const SEND: bool> {
             task: &'a mut TaskBlock<SEND>,
-            /// The task block's link, head of the chain while the call runs.
-            link: Attach,
+            /// The call's link; `base`, `since` and `outer` are its fields,
+            /// copied here, where the fast way out reads them: the link
+            /// itself is shared with the chain's walkers.
+            link: &'l Attach,
+            base: *mut u8,
+            since: u64,
+            outer: *const Attach,
             /// The block current when the call began.
             caller: *mut u8,
+            after: u8,
         }
-        impl<const SEND: bool> Drop for Detach<'_, SEND> {
+        impl<const SEND: bool> Drop for Detach<'_, '_, SEND> {
             #[inline(always)]
             fn drop(&mut self) {
-                if CHANGES.get() == self.link.since {
+                if CHANGES.get() == self.since {
                     // Nothing began inside that may not have ended, no block
-                    // died and no call ended its link: the caller's block is
-                    // as valid as it was, and this link is still the head.
+                    // died and no link left the chain (each advances
+                    // `CHANGES`): the caller's block is as valid as it was,
+                    // this link is still the head and its `outer` as it was.
                     // Nor was anything recorded that names this block: every
                     // `enter`, `resume`, task call and `swap_current`
                     // advances `CHANGES` when it begins. Records that an
@@ -1971,44 +2038,40 @@ impl<const SEND: bool> TaskBlock<SEND> {
                     // `detach_changed`, which advanced both clocks past them
                     // for good.
                     CURRENT.set(self.caller);
-                    ATTACHED.set(self.link.outer.get());
+                    ATTACHED.set(self.outer);
                 } else {
-                    detach_changed(&self.link, self.caller);
+                    detach_changed(self.link, self.caller);
                 }
-                self.task.busy = false;
+                self.task.state = self.after;
                 // SAFETY: the block is owned by the task block, not freed.
-                if unsafe { header(self.link.block) }.refs.get() != 0 {
+                if unsafe { header(self.base) }.refs.get() != 0 {
                     self.task.leave_pinned();
                 }
             }
         }
-        if SEND && self.busy {
-            self.abandon();
-        }
-        // SAFETY: the caller's guarantee (`abandon` leaves a block too).
+        // SAFETY: the caller's guarantee.
         let base = unsafe { self.block.as_ref().unwrap_unchecked() }.as_ptr();
         if !SEND {
+            // Never `BUSY`: the state stays what it is (`after`).
             return enter(base, f);
         }
-        self.busy = true;
+        self.state = after | BUSY;
         changed();
-        let detach = Detach {
+        let since = CHANGES.get();
+        let link = Attach::new(base, since);
+        // Linked where it stays: `link` is not moved until it is dropped,
+        // after `detach` (declared later), which unlinks it.
+        link.link();
+        let _detach = Detach {
             task: self,
-            link: Attach::new(base, CHANGES.get()),
+            link: &link,
+            base,
+            since,
+            outer: link.outer.get(),
             caller: CURRENT.replace(base),
+            after,
         };
-        // Linked where it stays: `detach` is not moved until it is dropped.
-        detach.link.link();
         f()
-    }
-
-    /// Leaks the block of a call that never ended (see `busy`) and goes on
-    /// with a fresh one.
-    #[cold]
-    #[inline(never)]
-    fn abandon(&mut self) {
-        core::mem::forget(self.block.replace(Self::fresh()));
-        self.busy = false;
     }
 
     /// Leaves a block that something on this thread still pins behind,
@@ -2022,17 +2085,44 @@ impl<const SEND: bool> TaskBlock<SEND> {
         drop(pinned);
     }
 
-    /// Destroys the block's values, with it current (and, for a `SEND`
-    /// block, linked while its destructors run: see [`destroy_values`]), and
-    /// releases it. Nothing if it is destroyed already.
-    pub(crate) fn destroy(&mut self) {
-        if SEND && self.busy {
-            // A call never ended: the block may still be named where it ran.
-            core::mem::forget(self.block.take());
-            self.busy = false;
+    /// Drops the task's future in place with the block current, unless it
+    /// is gone already. [`ENDED`] is set first, so that a destructor that
+    /// panics leaves it gone all the same.
+    fn end<F>(&mut self, future: &mut ManuallyDrop<F>) {
+        if self.is_done() {
             return;
         }
-        drop(self.block.take());
+        if self.state & BUSY != 0 {
+            // A call never ended; its frame, which borrowed the future, is
+            // gone for good (leaked), and so is the block it names.
+            self.abandon();
+        }
+        // `ENDED` from here on, also if the destructor panics.
+        self.state = ENDED;
+        // SAFETY: not `BUSY`, and the block is there (`is_done` was false).
+        // The future was alive (not `ENDED`) and is never used again.
+        unsafe { self.call(ENDED, || ManuallyDrop::drop(future)) };
+    }
+
+    /// Destroys the block's values, with it current (and, for a `SEND`
+    /// block, linked while its destructors run: see [`dying_unlisted`]), and
+    /// releases it. Nothing if it is destroyed already.
+    fn destroy(&mut self) {
+        if SEND && self.state & BUSY != 0 {
+            // A call never ended: the block may still be named where it ran.
+            core::mem::forget(self.block.take());
+            self.state &= !BUSY;
+            return;
+        }
+        let Some(block) = self.block.take() else {
+            return;
+        };
+        if SEND {
+            let base = block.as_ptr();
+            dying_unlisted(base, || drop(block));
+        } else {
+            drop(block);
+        }
     }
 }
 
@@ -2042,7 +2132,7 @@ impl<const SEND: bool> Drop for TaskBlock<SEND> {
     }
 }
 
-/// The way out of [`TaskBlock::run`] when `CHANGES` moved: lets go of the
+/// The way out of [`TaskBlock::call`] when `CHANGES` moved: lets go of the
 /// task block (`link`'s) and restores the caller's block if it is still
 /// there.
 #[cold]
@@ -2141,8 +2231,8 @@ fn task_done() -> ! {
 /// }
 /// ```
 pub struct WithLocals<F> {
-    /// Field order: the future is dropped before the block.
-    future: Option<F>,
+    /// Dropped in place, with the block current, by `TaskBlock::end`.
+    future: ManuallyDrop<F>,
     block: TaskBlock<true>,
 }
 
@@ -2171,8 +2261,8 @@ pub struct WithLocals<F> {
 /// assert_eq!(futures::executor::block_on(task), Some(5));
 /// ```
 pub struct LocalWithLocals<F> {
-    /// Field order: the future is dropped before the block.
-    future: Option<F>,
+    /// Dropped in place, with the block current, by `TaskBlock::end`.
+    future: ManuallyDrop<F>,
     block: TaskBlock<false>,
     /// Not `Send`: the block may hold values of any type.
     _thread_bound: PhantomData<*const ()>,
@@ -2185,7 +2275,7 @@ impl<F> WithLocals<F> {
     /// [`Locals::inherit`](crate::Locals::inherit)).
     pub fn new(future: F) -> WithLocals<F> {
         WithLocals {
-            future: Some(future),
+            future: ManuallyDrop::new(future),
             block: TaskBlock::new(),
         }
     }
@@ -2197,7 +2287,7 @@ impl<F> WithLocals<F> {
     /// Inside `f`, as in the task, only declarations whose type is `Send`
     /// are reachable.
     pub fn with_locals<R>(&mut self, f: impl FnOnce() -> R) -> Option<R> {
-        with_locals(&mut self.future, &mut self.block, f)
+        with_locals(&mut self.block, f)
     }
 }
 
@@ -2208,7 +2298,7 @@ impl<F> LocalWithLocals<F> {
     /// [`Locals::inherit`](crate::Locals::inherit)).
     pub fn new(future: F) -> LocalWithLocals<F> {
         LocalWithLocals {
-            future: Some(future),
+            future: ManuallyDrop::new(future),
             block: TaskBlock::new(),
             _thread_bound: PhantomData,
         }
@@ -2217,43 +2307,34 @@ impl<F> LocalWithLocals<F> {
     /// Runs `f` with the task's block current, to seed values before the
     /// task is spawned or read them; `None` once the task has completed.
     pub fn with_locals<R>(&mut self, f: impl FnOnce() -> R) -> Option<R> {
-        with_locals(&mut self.future, &mut self.block, f)
+        with_locals(&mut self.block, f)
     }
 }
 
-fn with_locals<F, R, const SEND: bool>(
-    future: &mut Option<F>,
-    block: &mut TaskBlock<SEND>,
-    f: impl FnOnce() -> R,
-) -> Option<R> {
-    if future.is_none() || block.is_done() {
+fn with_locals<R, const SEND: bool>(block: &mut TaskBlock<SEND>, f: impl FnOnce() -> R) -> Option<R> {
+    if block.is_done() {
         return None;
     }
-    Some(block.run(f))
+    Some(block.run(task_done, f))
 }
 
 /// One poll of a task's future with its block current; on completion, the
 /// future is dropped with the block current, then the block is destroyed.
 #[inline(always)]
 fn poll_task<F: Future, const SEND: bool>(
-    future: &mut Option<F>,
+    future: &mut ManuallyDrop<F>,
     block: &mut TaskBlock<SEND>,
     cx: &mut Context<'_>,
 ) -> Poll<F::Output> {
-    let Some(inner) = future.as_mut() else {
-        polled_after_completion()
-    };
-    // SAFETY: the future is pinned with its wrapper (the caller has a
-    // `Pin<&mut _>` of it) and never moved out of its `Option`: it is only
-    // dropped in place (below, or with the wrapper).
-    let inner = unsafe { Pin::new_unchecked(inner) };
-    // SAFETY: the block is destroyed only after the future is gone (below,
-    // and in `TaskBlock`'s drop, after the wrapper's), and the future is
-    // still here.
-    let poll = unsafe { block.run_alive(|| inner.poll(cx)) };
+    block.ready(polled_after_completion);
+    // SAFETY: the future is alive (`ready` returned: not `ENDED`), pinned
+    // with its wrapper (the caller has a `Pin<&mut _>` of it) and never moved:
+    // it is only dropped in place (`TaskBlock::end`).
+    let inner = unsafe { Pin::new_unchecked(&mut **future) };
+    // SAFETY: `ready` just returned.
+    let poll = unsafe { block.call(0, || inner.poll(cx)) };
     if poll.is_ready() {
-        // Dropped in place, with its block current.
-        block.run(|| *future = None);
+        block.end(future);
         block.destroy();
     }
     poll
@@ -2290,23 +2371,15 @@ impl<F: Future> Future for LocalWithLocals<F> {
     }
 }
 
-/// Drops the future of an unfinished task with its block current.
-fn drop_task<F, const SEND: bool>(future: &mut Option<F>, block: &mut TaskBlock<SEND>) {
-    if future.is_some() && !block.is_done() {
-        // Dropped in place: it may be pinned.
-        block.run(|| *future = None);
-    }
-}
-
 impl<F> Drop for WithLocals<F> {
     fn drop(&mut self) {
-        drop_task(&mut self.future, &mut self.block);
+        self.block.end(&mut self.future);
     }
 }
 
 impl<F> Drop for LocalWithLocals<F> {
     fn drop(&mut self) {
-        drop_task(&mut self.future, &mut self.block);
+        self.block.end(&mut self.future);
     }
 }
 
