@@ -2311,7 +2311,10 @@ impl<F> LocalWithLocals<F> {
     }
 }
 
-fn with_locals<R, const SEND: bool>(block: &mut TaskBlock<SEND>, f: impl FnOnce() -> R) -> Option<R> {
+fn with_locals<R, const SEND: bool>(
+    block: &mut TaskBlock<SEND>,
+    f: impl FnOnce() -> R,
+) -> Option<R> {
     if block.is_done() {
         return None;
     }

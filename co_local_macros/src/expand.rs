@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::Type;
+use syn::{Ident, Type};
 
 use crate::parse::{Decl, Inherit, Input};
 
@@ -21,95 +21,50 @@ pub(crate) fn expand(input: Input) -> TokenStream {
     }
 }
 
-fn expand_decl(krate: &TokenStream, decl: &Decl) -> TokenStream {
+fn expand_decl(krate: &Ident, decl: &Decl) -> TokenStream {
     let Decl {
         attrs,
         vis,
-        static_token,
         name,
         ty,
         init,
         is_const,
         inherit,
     } = decl;
-    let lazy = !is_const;
     let doc = generated_doc(ty, *is_const);
-    let name_str = name.to_string();
-    // The initializer's function has the user's type as its return type and
-    // the user's expression as its body, so a type mismatch points at the
-    // initializer (with the type named), and a `const { }` that is not
-    // constant at the offending call. Its own tokens keep the macro's span,
-    // so lints about the function's shape (clippy's `unused_unit` on a
-    // `-> ()`) see generated code, while lints inside the user's expression
-    // still apply. Two lints look at the shape anyway: braces around an
-    // initializer and an always-`Some` or `Ok` one are fine in a static.
-    let init_fn = quote! {
-        #[allow(unused_braces, clippy::unnecessary_wraps)]
-        fn __co_local_init() -> #ty {
-            #init
-        }
-    };
-    // The calls that take the type carry its span, so that an error about the
-    // type (not `Sized`, not `'static`) points at it, not at the invocation.
-    let ty_span = ty.span();
-    let inherits = inherit.is_some();
-    //
-    // The two constructors are `unsafe`: a key must be made with its own
-    // declaration, and that declaration must be in the registry. Only this
-    // expansion pairs them, so safe code cannot make a key that reads
-    // outside its block. The `unsafe` blocks carry the macro's own span (not
-    // the user's), so `#![forbid(unsafe_code)]` in the user's crate does not
-    // see them, as it does not see std's `thread_local!` internals.
-    let new_declaration = quote_spanned! {ty_span=>
-        #krate::__private::Declaration::private_new::<#ty>(
-            &#name,
-            #name_str,
-            #krate::__private::module_path!(),
-            #lazy,
-            #inherits,
-            <#krate::__private::SendProbe<#ty>>::PROOF,
-        )
-    };
     // The function that makes a new coroutine's copy: `Clone` (checked at
-    // the attribute, with a message that says what to do), or the user's
+    // the type, with a message that says what to do), the user's
     // `fn(&T) -> T` (a type error at the path if it is not one), or one that
-    // is never called.
-    let inherit_fn = match inherit {
-        None => quote_spanned! {ty_span=> #krate::__private::not_inherited::<#ty> },
-        Some(Inherit::Clone) => {
-            quote_spanned! {ty_span=> #krate::__private::inherit_clone::<#ty> }
-        }
-        Some(Inherit::With(path)) => quote! {
-            {
-                let with: fn(&#ty) -> #ty = #path;
-                with
-            }
-        },
+    // is never called. The paths that take the type carry its span, so that
+    // an error about the type points at it, not at the invocation.
+    let ty_span = ty.span();
+    let (inherits, with) = match inherit {
+        None => (
+            false,
+            quote_spanned! {ty_span=> #krate::__private::not_inherited::<#ty> },
+        ),
+        Some(Inherit::Clone) => (
+            true,
+            quote_spanned! {ty_span=> #krate::__private::inherit_clone::<#ty> },
+        ),
+        Some(Inherit::With(path)) => (true, quote! { #path }),
     };
-    let new_key = quote_spanned! {ty_span=>
-        #krate::LocalKey::private_new(
-            &__CO_LOCAL_DECLARATION,
-            __co_local_init,
-            #lazy,
-            #inherit_fn,
-            <#krate::__private::SendProbe<#ty>>::PROOF,
-        )
-    };
-    let new_declaration = quote! { unsafe { #new_declaration } };
-    let new_key = quote! { unsafe { #new_key } };
+    // Everything else is written by `co_local`'s own `macro_rules!` helper,
+    // through `$crate`: the static, its initialiser's function, and the
+    // registry entry paired with the key, the one `unsafe` of the
+    // expansion. No token of the user's is placed inside that `unsafe` (the
+    // helper binds each to an item outside it first), and no path the
+    // caller chooses leads to it. Whether the value is a constant is read
+    // there from the initialiser itself (`const { .. }`).
     quote! {
-        #(#attrs)*
-        #[doc = #doc]
-        #vis #static_token #name: #krate::LocalKey<#ty> = {
-            // The fallback of `SendProbe::PROOF` (`None`) for a type that is
-            // not `Send`; imported without a name, so that it shadows nothing.
-            use #krate::__private::SendFallback as _;
-            #[#krate::__private::linkme::distributed_slice(#krate::__private::DECLARATIONS)]
-            #[linkme(crate = #krate::__private::linkme)]
-            static __CO_LOCAL_DECLARATION: #krate::__private::Declaration = #new_declaration;
-            #init_fn
-            #new_key
-        };
+        #krate::__private::declare! {
+            attrs: [#(#attrs)* #[doc = #doc]],
+            vis: [#vis],
+            name: #name,
+            ty: #ty,
+            init: [#init],
+            inherit: [#inherits, #with],
+        }
     }
 }
 

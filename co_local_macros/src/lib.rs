@@ -1,12 +1,13 @@
 //! The procedural macro behind `co_local::co_local!`. Use that one: this
-//! crate is an implementation detail, and its macro expects the path of the
-//! `co_local` crate as its first token.
+//! crate is an implementation detail, and its macro takes `co_local`'s
+//! `$crate` as its first token (and refuses any other path).
 //!
 //! The macro parses (`parse.rs`), validates while parsing so that each error
-//! points at the offending token, and emits (`expand.rs`) one
-//! `co_local::LocalKey` static per declaration, registered in `co_local`'s
-//! `linkme` distributed slice. Every item the expansion names lives in
-//! `co_local::__private`.
+//! points at the offending token, and emits (`expand.rs`) one call per
+//! declaration of `co_local`'s `macro_rules!` helper `__private::declare!`,
+//! which writes the `co_local::LocalKey` static and its entry in `co_local`'s
+//! `linkme` distributed slice. The expansion of this macro has no `unsafe`:
+//! the helper holds it, with paths of its own `$crate`.
 //!
 //! ```
 //! use std::cell::Cell;
@@ -26,7 +27,7 @@ mod parse;
 
 use proc_macro::TokenStream;
 
-/// Not public API: invoked by `co_local::co_local!` with `$crate` first.
+/// Not public API: invoked by `co_local::co_local!` with its `$crate` first.
 #[doc(hidden)]
 #[proc_macro]
 pub fn co_local(input: TokenStream) -> TokenStream {

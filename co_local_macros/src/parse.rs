@@ -17,10 +17,10 @@ use syn::parse::{Parse, ParseStream, Parser};
 use syn::visit::Visit;
 use syn::{Attribute, Expr, Ident, Lifetime, Token, Type, Visibility};
 
-/// The whole invocation: the path of `co_local` (`$crate`), the declarations,
-/// and the errors found in declarations that could still be expanded.
+/// The whole invocation: `co_local`'s `$crate`, the declarations, and the
+/// errors found in declarations that could still be expanded.
 pub(crate) struct Input {
-    pub(crate) krate: TokenStream,
+    pub(crate) krate: Ident,
     pub(crate) decls: Vec<Decl>,
     pub(crate) errors: Option<syn::Error>,
 }
@@ -29,7 +29,6 @@ pub(crate) struct Input {
 pub(crate) struct Decl {
     pub(crate) attrs: Vec<Attribute>,
     pub(crate) vis: Visibility,
-    pub(crate) static_token: Token![static],
     pub(crate) name: Ident,
     pub(crate) ty: Type,
     pub(crate) init: Expr,
@@ -43,8 +42,10 @@ pub(crate) struct Decl {
 pub(crate) enum Inherit {
     /// `#[inherit]`: `Clone`, checked at the type.
     Clone,
-    /// `#[inherit(with = PATH)]`: a `fn(&T) -> T`.
-    With(Expr),
+    /// `#[inherit(with = PATH)]`: a `fn(&T) -> T`, named by its path (not
+    /// an expression: a closure would be code of the user's that the
+    /// expansion places, and it takes no such code).
+    With(syn::ExprPath),
 }
 
 /// Takes the `#[inherit]` attributes out of `attrs`, reporting misuse.
@@ -80,7 +81,7 @@ fn take_inherit(attrs: Vec<Attribute>, errors: &mut Errors) -> (Vec<Attribute>, 
 }
 
 /// Parses `with = PATH` inside `#[inherit(...)]`.
-fn parse_inherit_args(input: ParseStream<'_>) -> syn::Result<Expr> {
+fn parse_inherit_args(input: ParseStream<'_>) -> syn::Result<syn::ExprPath> {
     let unknown = |span: Span, what: &str| {
         syn::Error::new(
             span,
@@ -103,7 +104,16 @@ fn parse_inherit_args(input: ParseStream<'_>) -> syn::Result<Expr> {
         return Err(unknown(key.span(), &key.to_string()));
     }
     input.parse::<Token![=]>()?;
-    let path: Expr = input.parse()?;
+    let path = match input.parse::<Expr>()? {
+        Expr::Path(path) if path.attrs.is_empty() => path,
+        other => {
+            return Err(syn::Error::new_spanned(
+                other,
+                "`with` takes the path of a `fn(&T) -> T`, not an expression: write the copy \
+                 as a function and name it here (`#[inherit(with = path::to::function)]`)",
+            ))
+        }
+    };
     if input.peek(Token![,]) {
         input.parse::<Token![,]>()?;
     }
@@ -132,7 +142,20 @@ impl Errors {
 
 impl Parse for Input {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let krate: TokenTree = input.parse()?;
+        // Only `co_local!` may call this macro: it passes its `$crate`. Any
+        // other path could name a module whose `__private` pairs keys with
+        // another registry than co_local's.
+        let krate = match input.parse::<TokenTree>() {
+            Ok(TokenTree::Ident(krate)) if krate == "$crate" => krate,
+            other => {
+                let span = other.map_or_else(|_| input.span(), |t| t.span());
+                return Err(syn::Error::new(
+                    span,
+                    "this macro is not public API: declare coroutine-local statics with \
+                     `co_local::co_local!`",
+                ));
+            }
+        };
         let mut decls = Vec::new();
         let mut errors = Errors::default();
         while !input.is_empty() {
@@ -144,7 +167,7 @@ impl Parse for Input {
         }
         let decls = reject_duplicates(decls, &mut errors);
         Ok(Input {
-            krate: krate.into(),
+            krate,
             decls,
             errors: errors.0,
         })
@@ -202,9 +225,9 @@ fn parse_decl(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Option
     let attrs = input.call(Attribute::parse_outer)?;
     let (attrs, inherit) = take_inherit(attrs, errors);
     let vis: Visibility = input.parse()?;
-    let Some(static_token) = parse_static_keyword(input, errors)? else {
+    if parse_static_keyword(input, errors)?.is_none() {
         return Ok(None);
-    };
+    }
 
     if let Some(mut_token) = input.parse::<Option<Token![mut]>>()? {
         errors.push(syn::Error::new(
@@ -311,7 +334,6 @@ fn parse_decl(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Option
     Ok(Some(Decl {
         attrs,
         vis,
-        static_token,
         name,
         ty,
         init,
