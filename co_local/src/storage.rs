@@ -62,7 +62,8 @@
 //!   it names the block.
 //!
 //! A [`WithLocals`] task's block is in no live set: it is reachable only
-//! while one of its task's calls runs on a thread, which *attaches* it there (`ATTACHED`), and
+//! while one of its task's calls runs on a thread (or its destructors),
+//! which links it into that thread's chain ([`Attach`]) for that time, and
 //! every trace of it on that thread fails its check once the call is over
 //! (see [`TaskBlock`]). So it may move with its task between two calls.
 

@@ -411,12 +411,18 @@ fn resume_slot(ctx: Ctx<'_>) -> bool {
             if let Some(lost) = ctx.task {
                 lost.set(true);
             }
-            (matches!(co.co.resume(()), CoroutineResult::Return(())), true)
+            (
+                matches!(co.co.resume(()), CoroutineResult::Return(())),
+                true,
+            )
         }
         // In the thread's own frame nothing would restore the block it
         // leaves current.
         (Kind::Opener, _) if !ctx.restores => (false, true),
-        (Kind::Opener, _) => (matches!(co.co.resume(()), CoroutineResult::Return(())), false),
+        (Kind::Opener, _) => (
+            matches!(co.co.resume(()), CoroutineResult::Return(())),
+            false,
+        ),
     };
     if done {
         drop(co);
