@@ -637,7 +637,7 @@ fn random_moves_of_tasks_between_two_threads() {
         while !tasks.is_empty() {
             let at = rng.below(tasks.len() as u64) as usize;
             let task = tasks.swap_remove(at);
-            let mut on_other = |job| {
+            let on_other = |job| {
                 to_other.send(job).unwrap();
                 let (kept, failures) = from_other.recv().unwrap();
                 FAILURES.with_borrow_mut(|f| f.extend(failures));
