@@ -156,6 +156,13 @@ impl Parse for Input {
                 ));
             }
         };
+        Input::declarations(krate, input)
+    }
+}
+
+impl Input {
+    /// The declarations after the crate path, each parsed on its own.
+    fn declarations(krate: Ident, input: ParseStream<'_>) -> syn::Result<Self> {
         let mut decls = Vec::new();
         let mut errors = Errors::default();
         while !input.is_empty() {
@@ -594,12 +601,29 @@ fn reject_duplicates(decls: Vec<Decl>, errors: &mut Errors) -> Vec<Decl> {
 mod tests {
     use quote::{quote, ToTokens};
 
+    use syn::parse::Parser;
+
     use super::Input;
 
-    /// Parses an invocation (with `co_local` standing for `$crate`) into the
-    /// names it would expand and the messages of its errors.
+    #[test]
+    fn a_path_other_than_co_locals_crate_is_refused() {
+        let error = syn::parse2::<Input>(quote!(co_local static A: u8 = 0;))
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("not public API"), "{error}");
+    }
+
+    /// The declarations of an invocation, parsed.
+    fn input(tokens: proc_macro2::TokenStream) -> Input {
+        let krate = proc_macro2::Ident::new("co_local", proc_macro2::Span::call_site());
+        let declarations = |input: syn::parse::ParseStream<'_>| Input::declarations(krate, input);
+        declarations.parse2(tokens).expect("always parses")
+    }
+
+    /// Parses the declarations of an invocation into the names it would
+    /// expand and the messages of its errors.
     fn parse(tokens: proc_macro2::TokenStream) -> (Vec<String>, Vec<String>) {
-        let input: Input = syn::parse2(quote!(co_local #tokens)).expect("always parses");
+        let input = input(tokens);
         let names = input.decls.iter().map(|d| d.name.to_string()).collect();
         let errors = input
             .errors
@@ -703,10 +727,9 @@ mod tests {
 
     #[test]
     fn other_lifetimes_are_reported_and_replaced_by_static() {
-        let input: Input = syn::parse2(quote! {
-            co_local static A: (&'a str, for<'b> fn(&'b u8), &'static u8) = todo!();
-        })
-        .unwrap();
+        let input = input(quote! {
+            static A: (&'a str, for<'b> fn(&'b u8), &'static u8) = todo!();
+        });
         let errors: Vec<String> = input
             .errors
             .into_iter()
