@@ -6,12 +6,12 @@
 #
 # What it covers: everything in `co_local/src/` that the unit tests reach
 # (`cargo +nightly miri test -p co_local --lib`): the layout builder
-# (registry.rs), and all of storage.rs, the crate's unsafe core: making
+# (registry.rs), and all of storage/, the crate's unsafe core: making
 # blocks (fresh and recycled from the per-thread pool), copying the
 # constants' image, the current-block pointer and `swap_current`, the access
 # path (fast and slow, lazy initialisation, re-entrant initialisers), and the
 # destruction of blocks, also on panics and at thread exit. The unit tests
-# feed a hand-made registry (`storage_tests.rs`) instead of the linker's
+# feed a hand-made registry (`storage/tests.rs`) instead of the linker's
 # list, so that Miri can run them. Miri checks out-of-bounds and unaligned
 # accesses, use after free, uninitialised reads, aliasing (Stacked Borrows by
 # default; a second run uses Tree Borrows), data races, leaks, and, with

@@ -74,19 +74,26 @@
 //! [`block_size()`] says what each coroutine's block costs.
 
 #![deny(missing_docs)]
+// `unsafe` lives in the `storage` folder alone.
+#![deny(unsafe_code)]
 
 mod key;
 mod locals;
+mod raw;
 mod registry;
+#[allow(unsafe_code)]
 mod storage;
+mod task;
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use crate::key::{AccessError, LocalKey};
 pub use crate::locals::Locals;
+pub use crate::raw::RawBlock;
 pub use crate::registry::Declaration;
-pub use crate::storage::{swap_current, LocalWithLocals, RawBlock, WithLocals};
+pub use crate::storage::swap_current;
+pub use crate::task::{LocalWithLocals, WithLocals};
 
 /// Declares coroutine-local statics: one value per coroutine, and one per
 /// thread for code outside every coroutine.

@@ -2,7 +2,8 @@
 
 use core::fmt;
 
-use crate::storage::{self, Block, RawBlock};
+use crate::raw::RawBlock;
+use crate::storage::{self, Block};
 
 /// One block of coroutine-local storage: a copy of every value declared with
 /// [`co_local!`](crate::co_local) in the binary.

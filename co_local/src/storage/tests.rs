@@ -13,7 +13,8 @@ use std::task::{Context, Poll};
 use crate::key::{AccessError, LocalKey};
 use crate::locals::Locals;
 use crate::registry::{Declaration, SendFallback as _, SendProbe};
-use crate::storage::{swap_current, LocalWithLocals, WithLocals};
+use crate::storage::swap_current;
+use crate::task::{LocalWithLocals, WithLocals};
 
 #[repr(align(4096))]
 struct Page([u8; 4096]);
@@ -442,7 +443,8 @@ fn a_task_block_stays_current_when_blocks_die_inside_it() {
 /// its address in the set.
 #[test]
 fn a_reset_block_stays_listed_in_the_live_set() {
-    use crate::storage::{header, LIVE};
+    use crate::storage::block::header;
+    use crate::storage::clock::LIVE;
     let mut block = Locals::new();
     block.enter(|| NAMES.with_borrow_mut(|n| n.push(String::from("made"))));
     block.reset();
