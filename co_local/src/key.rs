@@ -1,9 +1,10 @@
-//! [`LocalKey`], the handle behind every `co_local!` static, and [`AccessError`].
+//! [`LocalKey`], the handle behind every `co_local!` static.
 
 use core::cell::{Cell, RefCell};
 use core::fmt;
 use core::panic::{RefUnwindSafe, UnwindSafe};
 
+use crate::error::AccessError;
 use crate::registry::Declaration;
 use crate::storage;
 
@@ -54,21 +55,24 @@ use crate::storage;
 /// # Destruction
 ///
 /// A block dies with its owner: when its coroutine finishes or is dropped,
-/// when its [`Locals`] is dropped, or, for the thread's own block, at thread
-/// exit. Its values are dropped with that block current, each value that was
-/// made (or, for a constant with a destructor, reached) exactly once; the
-/// order among them is unspecified, so don't rely on it. The cost is that
-/// of the values the block made, whatever the number of declarations.
+/// when its [`Locals`] is dropped or reset, when its task completes or is
+/// dropped, or, for the thread's own block, at thread exit. Its values are
+/// dropped with that block current, each value that was made (or, for a
+/// constant with a destructor, reached) exactly once, **in reverse order of
+/// their making**: the value made last dies first, as std destroys a
+/// thread's thread-locals. The cost is that of the values the block made,
+/// whatever the number of declarations.
 ///
-/// Code that runs meanwhile, in one of those destructors, still reaches the
-/// values of the block that have not been dropped yet. For the others
-/// [`try_with`](LocalKey::try_with) returns [`AccessError`], and every method
-/// that cannot fail panics with a message naming the static:
-///
-/// - a value whose destructor is running or has run (so a destructor that
-///   reaches its own key gets [`AccessError`]);
-/// - a value never made (or reached) in this block: a dying block makes no
-///   new value.
+/// **A destructor reaches every value of its block not destroyed yet, and
+/// makes one not made yet, which then dies next** (as std runs a destructor
+/// registered during thread exit). So a connection guard's destructor can
+/// log its last line into a lazy log the coroutine never used. A value whose
+/// destructor is running or has run is never made again in that block:
+/// there [`try_with`](LocalKey::try_with) returns an [`AccessError`] of kind
+/// [`Destroyed`](crate::AccessErrorKind::Destroyed), and every method that
+/// cannot fail panics with a message naming the static (so a destructor
+/// that reaches its own key gets the error). Destruction always ends: each
+/// value is made at most once in a block's life.
 ///
 /// Outside every coroutine, once the thread's own block has been destroyed at
 /// thread exit, accesses fail the same way.
@@ -161,11 +165,13 @@ impl<T: 'static> LocalKey<T> {
     ///
     /// # Panics
     ///
-    /// Panics, naming the static, where [`try_with`](LocalKey::try_with)
-    /// returns [`AccessError`]: while the current block is being destroyed,
-    /// for a value already dropped or being dropped, or a lazy value never
-    /// made in it; outside coroutines, after the thread's own block is gone.
-    /// A panic of the initialiser also comes out of this call.
+    /// Panics, naming the static and the reason, where
+    /// [`try_with`](LocalKey::try_with) returns [`AccessError`]: for a value
+    /// being or already destroyed (a destructor reaching a value its block
+    /// destroyed; outside coroutines, after the thread's own block is gone),
+    /// from a block that may move between threads for a value whose type is
+    /// not `Send`, and outside every block on a thread that denies its own
+    /// values. A panic of the initialiser also comes out of this call.
     ///
     /// # Examples
     ///
@@ -205,13 +211,18 @@ impl<T: 'static> LocalKey<T> {
     /// Calls `f` with the current block's value, or returns [`AccessError`]
     /// if the value cannot be reached.
     ///
-    /// While the current block is being destroyed, a value already dropped or
-    /// being dropped cannot be reached, nor can a lazy value this block never
-    /// made (a dying block makes no new value). Outside coroutines, no value
-    /// can be reached once the thread's own block has been destroyed at
-    /// thread exit. In every other case this makes a lazy value if needed and calls
-    /// `f`, like [`with`](LocalKey::with). This is the method for code that
-    /// may run in a destructor.
+    /// The error's [`kind`](AccessError::kind) says why:
+    /// [`Destroyed`](crate::AccessErrorKind::Destroyed) for a value being or
+    /// already destroyed (while its block dies, or, outside coroutines, once
+    /// the thread's own block is gone at thread exit),
+    /// [`NotSend`](crate::AccessErrorKind::NotSend) for a value whose type is
+    /// not `Send` in a block that may move between threads, and
+    /// [`ThreadValuesDenied`](crate::AccessErrorKind::ThreadValuesDenied)
+    /// outside every block on a thread that denies its own values. In every
+    /// other case this makes the value if needed (also while its block dies:
+    /// it is then destroyed after the destructor that made it) and calls `f`,
+    /// like [`with`](LocalKey::with). This is the method for code that may run
+    /// in a destructor.
     ///
     /// # Panics
     ///
@@ -222,11 +233,11 @@ impl<T: 'static> LocalKey<T> {
     /// What a destructor sees while its block dies:
     ///
     /// ```
-    /// use std::cell::Cell;
-    /// use co_local::{co_local, Locals};
+    /// use std::cell::{Cell, RefCell};
+    /// use co_local::{co_local, AccessErrorKind, Locals};
     ///
     /// thread_local! {
-    ///     static CHECKED: Cell<bool> = const { Cell::new(false) };
+    ///     static FLUSHED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// }
     ///
     /// struct Session;
@@ -234,19 +245,35 @@ impl<T: 'static> LocalKey<T> {
     /// impl Drop for Session {
     ///     fn drop(&mut self) {
     ///         // Its own value is going away.
-    ///         assert!(SESSION.try_with(|_| ()).is_err());
-    ///         // A lazy value this block never made is not made now.
-    ///         assert!(GREETING.try_with(|_| ()).is_err());
+    ///         let err = SESSION.try_with(|_| ()).unwrap_err();
+    ///         assert_eq!(err.kind(), AccessErrorKind::Destroyed);
     ///         // A constant with nothing to drop stays readable.
     ///         assert_eq!(REQUESTS.try_with(Cell::get), Ok(2));
-    ///         CHECKED.set(true);
+    ///         // A lazy value this block never made is made now, and dies
+    ///         // after this destructor.
+    ///         let _ = LOG.try_with(|log| log.borrow_mut().push(String::from("bye")));
+    ///     }
+    /// }
+    ///
+    /// struct Log(RefCell<Vec<String>>);
+    ///
+    /// impl core::ops::Deref for Log {
+    ///     type Target = RefCell<Vec<String>>;
+    ///     fn deref(&self) -> &Self::Target {
+    ///         &self.0
+    ///     }
+    /// }
+    ///
+    /// impl Drop for Log {
+    ///     fn drop(&mut self) {
+    ///         FLUSHED.with_borrow_mut(|f| f.append(self.0.get_mut()));
     ///     }
     /// }
     ///
     /// co_local! {
     ///     static SESSION: Session = Session;
-    ///     static GREETING: String = String::from("hello");
     ///     static REQUESTS: Cell<u32> = const { Cell::new(0) };
+    ///     static LOG: Log = Log(RefCell::new(Vec::new()));
     /// }
     ///
     /// let mut task = Locals::new();
@@ -255,7 +282,7 @@ impl<T: 'static> LocalKey<T> {
     ///     REQUESTS.set(2);
     /// });
     /// drop(task); // destroys the task's values, its block current
-    /// assert!(CHECKED.get());
+    /// assert_eq!(FLUSHED.take(), ["bye"]);
     /// ```
     #[inline]
     pub fn try_with<F, R>(&'static self, f: F) -> Result<R, AccessError>
@@ -304,22 +331,6 @@ impl<T: 'static> LocalKey<T> {
 fn already_borrowed<T>(name: &str, value: T) -> ! {
     drop(value);
     panic!("the coroutine-local `RefCell` `{name}` is already borrowed")
-}
-
-#[cold]
-#[track_caller]
-pub(crate) fn panic_access_error(name: &str, err: AccessError) -> ! {
-    if err.not_send {
-        panic!(
-            "cannot access a coroutine-local value whose type is not `Send` from a `Send` \
-             task (`WithLocals`), whose block may move between threads: `{name}`; use \
-             `LocalWithLocals` on a single-threaded executor to reach it"
-        )
-    }
-    panic!(
-        "cannot access a coroutine-local value during or after destruction: \
-         `{name}`: {err:?}"
-    )
 }
 
 impl<T: 'static> LocalKey<Cell<T>> {
@@ -481,8 +492,8 @@ impl<T: 'static> LocalKey<Cell<T>> {
     ///
     /// # Panics
     ///
-    /// Panics, naming the static, while the current block is being
-    /// destroyed and the value is gone or was never made.
+    /// Panics, naming the static, where [`with`](LocalKey::with) does: for a
+    /// value being or already destroyed.
     ///
     /// # Examples
     ///
@@ -737,8 +748,7 @@ impl<T: 'static> LocalKey<RefCell<T>> {
     /// Panics if the `RefCell` is borrowed when the value is swapped in or
     /// back (as [`replace`](LocalKey::replace) would; while already
     /// unwinding, the previous content is dropped instead of put back), and,
-    /// naming the static, while the current block is being destroyed and the
-    /// value is gone or was never made.
+    /// naming the static, where [`with`](LocalKey::with) does.
     ///
     /// # Examples
     ///
@@ -799,49 +809,3 @@ impl<T: 'static> LocalKey<RefCell<T>> {
         f()
     }
 }
-
-/// The reason [`LocalKey::try_with`] gives for not reaching a value.
-///
-/// The current block is being destroyed and the value has been or is being
-/// dropped, or is a lazy value the block never made (a dying block makes no
-/// new value); or, outside every coroutine, the thread's own block has been
-/// destroyed at thread exit; or the current block is a `Send` task's
-/// ([`WithLocals`](crate::WithLocals)) and the value's type is not `Send`.
-/// The methods that cannot fail panic in the same cases. It has no public
-/// constructor.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct AccessError {
-    /// The value's type is not `Send` and the block may move between threads.
-    not_send: bool,
-}
-
-impl AccessError {
-    pub(crate) const fn new() -> AccessError {
-        AccessError { not_send: false }
-    }
-
-    /// The error of a declaration whose type is not `Send`, in the block of
-    /// a task that may move between threads.
-    pub(crate) const fn not_send() -> AccessError {
-        AccessError { not_send: true }
-    }
-}
-
-impl fmt::Debug for AccessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessError").finish()
-    }
-}
-
-impl fmt::Display for AccessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason = if self.not_send {
-            "not reachable from a task that may move between threads: its type is not `Send`"
-        } else {
-            "already destroyed"
-        };
-        fmt::Display::fmt(reason, f)
-    }
-}
-
-impl std::error::Error for AccessError {}

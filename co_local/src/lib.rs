@@ -77,6 +77,7 @@
 // `unsafe` lives in the `storage` folder alone.
 #![deny(unsafe_code)]
 
+mod error;
 mod key;
 mod locals;
 mod raw;
@@ -88,7 +89,8 @@ mod task;
 #[doc(hidden)]
 pub mod __private;
 
-pub use crate::key::{AccessError, LocalKey};
+pub use crate::error::{AccessError, AccessErrorKind};
+pub use crate::key::LocalKey;
 pub use crate::locals::Locals;
 pub use crate::raw::RawBlock;
 pub use crate::registry::Declaration;
@@ -156,11 +158,11 @@ pub fn declarations() -> &'static [Declaration] {
 }
 
 /// The bytes one block takes: the header (40 bytes), every value with its
-/// alignment padding, one state byte per value that has one (lazy values,
-/// and `const {}` values whose type has a destructor), and a map of what
-/// the block made: a bit per such value, or per group of them when the
-/// binary declares more than 192, at most 24 bytes. Each coroutine costs one
-/// block, allocated once at creation (and recycled per thread).
+/// alignment padding, and, for each value that has a state byte (lazy
+/// values, and `const {}` values whose type has a destructor), that byte and
+/// a 4-byte link that keeps the order in which the block made its values
+/// (they are destroyed in reverse). Each coroutine costs one block, allocated
+/// once at creation (and recycled per thread).
 pub fn block_size() -> usize {
     storage::layout().size()
 }

@@ -153,36 +153,40 @@ fn circular_destructors_see_each_other_alive_then_destroyed() {
 struct InitsOther(Rc<Cell<u32>>);
 impl Drop for InitsOther {
     fn drop(&mut self) {
-        // A lazy value never made is not made while its block is destroyed.
-        let r = NEVER_MADE.try_with(|_| ());
-        assert!(r.is_err());
+        // A lazy value never made is made while its block is destroyed, and
+        // dies after this destructor.
+        assert!(NOT_MADE_YET.try_with(|_| ()).is_ok());
         self.0.set(self.0.get() + 1);
     }
 }
 std::thread_local! {
-    static NEVER_MADE_RUNS: Cell<u32> = const { Cell::new(0) };
+    static NOT_MADE_RUNS: Cell<u32> = const { Cell::new(0) };
+    static NOT_MADE_DROPS: Cell<u32> = const { Cell::new(0) };
 }
-struct CountsMade;
-impl Drop for CountsMade {
-    fn drop(&mut self) {}
+struct CountsDrops;
+impl Drop for CountsDrops {
+    fn drop(&mut self) {
+        NOT_MADE_DROPS.set(NOT_MADE_DROPS.get() + 1);
+    }
 }
 co_local! {
     static INITS_OTHER: RefCell<Option<InitsOther>> = RefCell::new(None);
-    static NEVER_MADE: CountsMade = {
-        NEVER_MADE_RUNS.set(NEVER_MADE_RUNS.get() + 1);
-        CountsMade
+    static NOT_MADE_YET: CountsDrops = {
+        NOT_MADE_RUNS.set(NOT_MADE_RUNS.get() + 1);
+        CountsDrops
     };
 }
 
 #[test]
-fn destructor_cannot_make_a_lazy_value_of_a_dying_block() {
+fn a_destructor_makes_a_value_its_dying_block_never_made_and_it_dies_next() {
     let drops = Rc::new(Cell::new(0));
-    let runs = NEVER_MADE_RUNS.get();
+    let (runs, dropped) = (NOT_MADE_RUNS.get(), NOT_MADE_DROPS.get());
     let mut block = Locals::new();
     block.enter(|| INITS_OTHER.set(Some(InitsOther(drops.clone()))));
     drop(block);
     assert_eq!(drops.get(), 1);
-    assert_eq!(NEVER_MADE_RUNS.get(), runs, "the initialiser never ran");
+    assert_eq!(NOT_MADE_RUNS.get(), runs + 1, "the initialiser ran once");
+    assert_eq!(NOT_MADE_DROPS.get(), dropped + 1, "and its value died");
 }
 
 // --- std `self_referential`: an initialiser that reaches its own key. ---
@@ -313,8 +317,8 @@ fn with_panics_with_a_clear_message_on_a_destroyed_value() {
     drop(block);
     let msg = PROBE_MSG.take();
     assert!(
-        msg.contains("cannot access a coroutine-local value during or after destruction")
-            && msg.contains("`PROBE`"),
+        msg.contains("cannot access the coroutine-local `PROBE`")
+            && msg.contains("is being or has been destroyed"),
         "{msg}"
     );
 }

@@ -1,300 +1,527 @@
 //! The scenarios of std's own `thread_local!` tests, written for
-//! `co_local!`, all in one test binary: values without and with destructors,
-//! what a destructor sees of its own and other keys, values that reach each
-//! other from their destructors, `join` returning only after the thread's
-//! values are destroyed, and `std::thread::current()` inside a destructor.
-//! Each scenario runs on threads (the thread's own block) and, where it
-//! teaches more, in `Locals` blocks as a coroutine would have them.
+//! `co_local!` with std's expectations, all in one test binary: values
+//! without and with destructors per thread (`smoke`), what a destructor sees
+//! of its own key (`states`, `self_referential`), two values whose
+//! destructors make each other (`circular`), destructors that make values in
+//! destructors (`dtors_in_dtors_in_dtors`, lazy and `const`), `join`
+//! returning after the thread's values are destroyed, and
+//! `std::thread::current()` inside a destructor. Each scenario runs at
+//! thread exit (the thread's own block, as in std) and, where it teaches
+//! more, in a `Locals` block as a coroutine has it.
 //!
-//! Where co_local deviates from std on purpose, the test says so: a lazy
-//! value that was never made is not made while its block is being destroyed
-//! (`try_with` gives `AccessError`), where std would make it and register
-//! its destructor again.
+//! Then the scenario of a request that keeps a connection guard whose
+//! destructor logs a last line into a lazy log: in a co_runtime coroutine, a
+//! `Locals`, a `WithLocals` task and a thread's own block.
 //!
-//! One binary on purpose: every thread of every test runs the destructors
-//! of what *it* reached, and only that (a `const {}` value with a destructor
-//! is destroyed only in blocks that reached it, as with std), so the
-//! scenarios cannot disturb each other.
+//! The rules at work (std's): a block's values are destroyed in reverse
+//! order of their making; a destructor reaches every value not destroyed
+//! yet, and a value not made yet is made then and destroyed next; a value
+//! whose destructor is running or has run gives `AccessErrorKind::Destroyed`.
+//! Destructors that run at thread exit record what they saw instead of
+//! asserting (a panic there aborts the process); each test checks the
+//! record.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
 
-use co_local::{co_local, Locals};
+use co_local::{co_local, AccessErrorKind, LocalKey, Locals, WithLocals};
+use co_local_tests::poll_once;
+use co_runtime::{Coroutine, CoroutineResult, Yielder};
 
-// --- Values without a destructor: each thread and block its own copy. ---
+/// A flag one thread sets and another waits for (at most a minute, so that
+/// a destructor that never runs fails the test instead of hanging it).
+#[derive(Clone, Default)]
+struct Signal(Arc<(Mutex<bool>, Condvar)>);
+
+impl Signal {
+    fn raise(&self) {
+        let (raised, wake) = &*self.0;
+        *raised.lock().unwrap() = true;
+        wake.notify_all();
+    }
+
+    fn wait(&self) -> bool {
+        let (raised, wake) = &*self.0;
+        let guard = raised.lock().unwrap();
+        let (guard, _) = wake
+            .wait_timeout_while(guard, Duration::from_secs(60), |raised| !*raised)
+            .unwrap();
+        *guard
+    }
+}
+
+/// Raises its signal when dropped.
+struct RaiseOnDrop(Signal);
+
+impl Drop for RaiseOnDrop {
+    fn drop(&mut self) {
+        self.0.raise();
+    }
+}
+
+// --- smoke: each thread (and each block) has its own value. ---
 
 co_local! {
-    static PLAIN_CONST: Cell<i32> = const { Cell::new(1) };
-    static PLAIN_LAZY: Cell<i32> = Cell::new(1);
+    static COUNT_LAZY: Cell<i32> = Cell::new(1);
+    static COUNT_CONST: Cell<i32> = const { Cell::new(1) };
 }
 
 #[test]
-fn values_without_destructors_are_per_thread_and_per_block() {
-    for key in [&PLAIN_CONST, &PLAIN_LAZY] {
+fn smoke_without_destructors() {
+    for key in [&COUNT_LAZY, &COUNT_CONST] {
+        assert_eq!(key.get(), 1);
         key.set(2);
-        std::thread::spawn(move || {
-            assert_eq!(key.get(), 1, "a new thread starts from the initialiser");
-            key.set(3);
-            let mut block = Locals::new();
-            assert_eq!(block.enter(|| key.get()), 1, "so does a new block");
-            block.enter(|| key.set(4));
-            assert_eq!(key.get(), 3);
-        })
-        .join()
-        .unwrap();
-        assert_eq!(key.get(), 2, "the thread's own copy is untouched");
-    }
-}
-
-// --- Values with a destructor: destroyed where they were reached. ---
-
-/// Sends on its channel when dropped.
-struct Notify(Sender<&'static str>, &'static str);
-
-impl Drop for Notify {
-    fn drop(&mut self) {
-        let _ = self.0.send(self.1);
+        thread::spawn(move || assert_eq!(key.get(), 1))
+            .join()
+            .unwrap();
+        let mut block = Locals::new();
+        assert_eq!(block.enter(|| key.get()), 1);
+        assert_eq!(key.get(), 2);
     }
 }
 
 co_local! {
-    static NOTIFY_CONST: RefCell<Option<Notify>> = const { RefCell::new(None) };
-    static NOTIFY_LAZY: RefCell<Option<Notify>> = RefCell::new(None);
+    static GUARD_LAZY: RefCell<Option<RaiseOnDrop>> = RefCell::new(None);
+    static GUARD_CONST: RefCell<Option<RaiseOnDrop>> = const { RefCell::new(None) };
 }
 
 #[test]
-fn values_with_destructors_are_destroyed_at_thread_exit_and_block_drop() {
-    let (tx, rx) = channel();
-    let t = tx.clone();
-    std::thread::spawn(move || {
-        NOTIFY_CONST.set(Some(Notify(t.clone(), "const, thread")));
-        NOTIFY_LAZY.set(Some(Notify(t.clone(), "lazy, thread")));
+fn smoke_with_destructors() {
+    for key in [&GUARD_LAZY, &GUARD_CONST] {
+        let signal = Signal::default();
+        let raise = signal.clone();
+        let thread = thread::spawn(move || key.set(Some(RaiseOnDrop(raise))));
+        assert!(signal.wait(), "the thread's value was destroyed");
+        thread.join().unwrap();
+
+        let signal = Signal::default();
         let mut block = Locals::new();
-        block.enter(|| NOTIFY_LAZY.set(Some(Notify(t, "lazy, block"))));
+        block.enter(|| key.set(Some(RaiseOnDrop(signal.clone()))));
         drop(block);
-    })
-    .join()
-    .unwrap();
-    drop(tx);
-    let mut got: Vec<_> = rx.iter().collect();
-    got.sort_unstable();
-    assert_eq!(got, ["const, thread", "lazy, block", "lazy, thread"]);
-}
-
-/// Counts the drops of the constants below that ran.
-static UNREACHED_DROPS: AtomicU32 = AtomicU32::new(0);
-
-struct CountsDrop;
-
-impl Drop for CountsDrop {
-    fn drop(&mut self) {
-        UNREACHED_DROPS.fetch_add(1, Ordering::SeqCst);
+        assert!(signal.wait(), "the block's value was destroyed");
     }
 }
+
+// --- states: a destructor finds its own key destroyed. ---
+
+/// Records whether its own key was out of reach, and why, when dropped.
+struct OwnKey(
+    &'static LocalKey<OwnKey>,
+    &'static Mutex<Vec<Option<AccessErrorKind>>>,
+);
+
+impl Drop for OwnKey {
+    fn drop(&mut self) {
+        let seen = self.0.try_with(|_| ()).err().map(|e| e.kind());
+        self.1.lock().unwrap().push(seen);
+    }
+}
+
+static STATES: Mutex<Vec<Option<AccessErrorKind>>> = Mutex::new(Vec::new());
 
 co_local! {
-    static REACHED_ONCE: CountsDrop = const { CountsDrop };
+    static STATES_LAZY: OwnKey = OwnKey(&STATES_LAZY, &STATES);
+    static STATES_CONST: OwnKey = const { OwnKey(&STATES_CONST, &STATES) };
 }
 
-/// As with std, a `const {}` value's destructor runs only on threads (and
-/// in blocks) that reached the value: threads that never touched it do not
-/// run it at their exit.
 #[test]
-fn a_constant_with_a_destructor_is_destroyed_only_where_it_was_reached() {
-    let before = UNREACHED_DROPS.load(Ordering::SeqCst);
-    for _ in 0..4 {
-        std::thread::spawn(|| {
-            let mut block = Locals::new();
-            block.enter(|| PLAIN_CONST.set(9));
-        })
-        .join()
-        .unwrap();
-    }
-    assert_eq!(UNREACHED_DROPS.load(Ordering::SeqCst), before);
-    std::thread::spawn(|| {
-        REACHED_ONCE.with(|_| ());
+fn states() {
+    for key in [&STATES_LAZY, &STATES_CONST] {
+        STATES.lock().unwrap().clear();
+        thread::spawn(move || assert!(key.try_with(|_| ()).is_ok()))
+            .join()
+            .unwrap();
         let mut block = Locals::new();
-        block.enter(|| REACHED_ONCE.with(|_| ()));
-    })
-    .join()
-    .unwrap();
-    assert_eq!(UNREACHED_DROPS.load(Ordering::SeqCst), before + 2);
-}
-
-// --- States: what a destructor sees of its own key and of others. ---
-
-/// What `StateProbe`'s destructor saw.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-struct Seen {
-    own: Option<bool>,
-    other_made: Option<bool>,
-    never_made: Option<bool>,
-}
-
-std::thread_local! {
-    static SEEN: Cell<Seen> = const {
-        Cell::new(Seen {
-            own: None,
-            other_made: None,
-            never_made: None,
-        })
-    };
-}
-
-struct StateProbe;
-
-impl Drop for StateProbe {
-    fn drop(&mut self) {
-        let seen = Seen {
-            own: Some(PROBE.try_with(|_| ()).is_ok()),
-            other_made: Some(PLAIN_CONST.try_with(|c| c.get()).is_ok()),
-            never_made: Some(NEVER_MADE.try_with(|_| ()).is_ok()),
-        };
-        // The thread-local may be gone at thread exit; report through the
-        // channel-free static instead.
-        let _ = SEEN.try_with(|s| s.set(seen));
-        *SEEN_AT_EXIT.lock().unwrap() = Some(seen);
+        block.enter(|| assert!(key.try_with(|_| ()).is_ok()));
+        drop(block);
+        assert_eq!(
+            *STATES.lock().unwrap(),
+            [Some(AccessErrorKind::Destroyed); 2]
+        );
     }
 }
 
-static SEEN_AT_EXIT: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+// --- circular: two values whose destructors put each other in place. ---
 
-co_local! {
-    static PROBE: RefCell<Option<StateProbe>> = RefCell::new(None);
-    static NEVER_MADE: Cell<u32> = Cell::new(0);
+/// Puts a `Right` into its right key when dropped for the first time; the
+/// second time, finds that key destroyed.
+struct Left(&'static Circle);
+/// Finds the left key reachable (made anew if needed) and puts a `Left`
+/// into it.
+struct Right(&'static Circle);
+
+/// One run of the scenario: its two keys and what the destructors saw.
+struct Circle {
+    left: &'static LocalKey<RefCell<Option<Left>>>,
+    right: &'static LocalKey<RefCell<Option<Right>>>,
+    hits: AtomicUsize,
+    wrong: Mutex<Vec<String>>,
 }
 
-#[test]
-fn during_destruction_a_destructor_sees_its_own_key_gone_and_alive_values() {
-    let expect = Seen {
-        own: Some(false),
-        other_made: Some(true),
-        // Deviation from std on purpose: a lazy value never made in the
-        // block is not made while the block is being destroyed.
-        never_made: Some(false),
-    };
-    // In a block.
-    let mut block = Locals::new();
-    block.enter(|| {
-        assert!(PROBE.try_with(|_| ()).is_ok(), "alive once reached");
-        PROBE.set(Some(StateProbe));
-    });
-    drop(block);
-    assert_eq!(SEEN.get(), expect);
-    // At thread exit.
-    std::thread::spawn(|| {
-        PLAIN_CONST.set(5);
-        PROBE.set(Some(StateProbe));
-    })
-    .join()
-    .unwrap();
-    assert_eq!(*SEEN_AT_EXIT.lock().unwrap(), Some(expect));
-}
-
-// --- Self-referential: a value whose destructor reaches its own key. ---
-
-struct SelfRef;
-
-impl Drop for SelfRef {
-    fn drop(&mut self) {
-        SELF_REF_ERR.store(SELF_REF.try_with(|_| ()).is_err(), Ordering::SeqCst);
-        // `with` would panic here, naming the static.
-        let panicked = std::panic::catch_unwind(|| SELF_REF.with(|_| ())).is_err();
-        SELF_REF_WITH_PANICS.store(panicked, Ordering::SeqCst);
+impl Circle {
+    fn expect(&self, ok: bool, what: &str) {
+        if !ok {
+            self.wrong.lock().unwrap().push(what.to_owned());
+        }
     }
 }
-
-static SELF_REF_ERR: AtomicBool = AtomicBool::new(false);
-static SELF_REF_WITH_PANICS: AtomicBool = AtomicBool::new(false);
-
-co_local! {
-    static SELF_REF: RefCell<Option<SelfRef>> = const { RefCell::new(None) };
-}
-
-#[test]
-fn a_destructor_reaching_its_own_key_gets_an_error() {
-    std::thread::spawn(|| SELF_REF.set(Some(SelfRef)))
-        .join()
-        .unwrap();
-    assert!(SELF_REF_ERR.load(Ordering::SeqCst));
-    assert!(SELF_REF_WITH_PANICS.load(Ordering::SeqCst));
-}
-
-// --- Circular: two values whose destructors reach each other. ---
-
-/// Logs what each destructor found of the other value.
-static CIRCULAR: std::sync::Mutex<Vec<(&'static str, bool)>> = std::sync::Mutex::new(Vec::new());
-
-struct Left;
-struct Right;
 
 impl Drop for Left {
     fn drop(&mut self) {
-        let other = RIGHT.try_with(|r| r.borrow().is_some()).unwrap_or(false);
-        CIRCULAR.lock().unwrap().push(("left", other));
-        // Putting a new value into the other key: fine while it is alive,
-        // an error once it is destroyed; never a new value in a dying block.
-        let _ = RIGHT.try_with(|r| {
-            if let Ok(mut r) = r.try_borrow_mut() {
-                *r = None;
+        let c = self.0;
+        let hits = c.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        match c.right.try_with(|_| ()) {
+            Err(e) => c.expect(
+                hits == 3 && e.kind() == AccessErrorKind::Destroyed,
+                "the last left finds right destroyed",
+            ),
+            Ok(()) => {
+                c.expect(hits == 1, "only the first left finds right alive");
+                c.right.set(Some(Right(c)));
             }
-        });
+        }
     }
 }
 
 impl Drop for Right {
     fn drop(&mut self) {
-        let other = LEFT.try_with(|l| l.borrow().is_some()).unwrap_or(false);
-        CIRCULAR.lock().unwrap().push(("right", other));
+        let c = self.0;
+        let hits = c.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        c.expect(hits == 2, "right dies second");
+        c.expect(c.left.try_with(|_| ()).is_ok(), "right reaches left");
+        c.left.set(Some(Left(c)));
     }
 }
 
 co_local! {
-    static LEFT: RefCell<Option<Left>> = RefCell::new(None);
-    static RIGHT: RefCell<Option<Right>> = const { RefCell::new(None) };
+    static LEFT_LAZY: RefCell<Option<Left>> = RefCell::new(None);
+    static RIGHT_LAZY: RefCell<Option<Right>> = RefCell::new(None);
+    static LEFT_CONST: RefCell<Option<Left>> = const { RefCell::new(None) };
+    static RIGHT_CONST: RefCell<Option<Right>> = const { RefCell::new(None) };
+}
+
+static CIRCLE_LAZY: Circle = Circle {
+    left: &LEFT_LAZY,
+    right: &RIGHT_LAZY,
+    hits: AtomicUsize::new(0),
+    wrong: Mutex::new(Vec::new()),
+};
+static CIRCLE_CONST: Circle = Circle {
+    left: &LEFT_CONST,
+    right: &RIGHT_CONST,
+    hits: AtomicUsize::new(0),
+    wrong: Mutex::new(Vec::new()),
+};
+
+#[test]
+fn circular() {
+    for circle in [&CIRCLE_LAZY, &CIRCLE_CONST] {
+        // As std's: the first `Left` is dropped by the thread itself, and
+        // puts a `Right` in place; at thread exit the `Right` dies and makes
+        // the left key, whose `Left` dies last and finds the right key gone.
+        for in_block in [false, true] {
+            circle.hits.store(0, Ordering::SeqCst);
+            let run = move || drop(Left(circle));
+            if in_block {
+                let mut block = Locals::new();
+                block.enter(run);
+            } else {
+                thread::spawn(run).join().unwrap();
+            }
+            assert_eq!(circle.hits.load(Ordering::SeqCst), 3);
+            assert_eq!(*circle.wrong.lock().unwrap(), Vec::<String>::new());
+        }
+    }
+}
+
+// --- self_referential: a value that holds its own key. ---
+
+struct HoldsOwnKey(&'static LocalKey<RefCell<Option<HoldsOwnKey>>>);
+
+static SELF_REFERENTIAL: Mutex<Vec<bool>> = Mutex::new(Vec::new());
+
+impl Drop for HoldsOwnKey {
+    fn drop(&mut self) {
+        let gone = self.0.try_with(|_| ()).is_err();
+        SELF_REFERENTIAL.lock().unwrap().push(gone);
+    }
+}
+
+co_local! {
+    static SELF_LAZY: RefCell<Option<HoldsOwnKey>> = RefCell::new(None);
+    static SELF_CONST: RefCell<Option<HoldsOwnKey>> = const { RefCell::new(None) };
 }
 
 #[test]
-fn destructors_reaching_each_other_each_run_once() {
-    CIRCULAR.lock().unwrap().clear();
-    std::thread::spawn(|| {
-        LEFT.set(Some(Left));
-        RIGHT.set(Some(Right));
-    })
-    .join()
-    .unwrap();
-    let log = CIRCULAR.lock().unwrap().clone();
-    assert_eq!(log.len(), 2, "{log:?}");
-    let names: Vec<_> = log.iter().map(|e| e.0).collect();
-    assert!(
-        names.contains(&"left") && names.contains(&"right"),
-        "{log:?}"
-    );
-    // Whichever ran second found the first one destroyed.
-    assert!(!log[1].1, "{log:?}");
+fn self_referential() {
+    for key in [&SELF_LAZY, &SELF_CONST] {
+        SELF_REFERENTIAL.lock().unwrap().clear();
+        thread::spawn(move || key.set(Some(HoldsOwnKey(key))))
+            .join()
+            .unwrap();
+        assert_eq!(*SELF_REFERENTIAL.lock().unwrap(), [true]);
+    }
 }
 
-// --- Destructors that set other keys, which set others in turn. ---
+// --- dtors_in_dtors_in_dtors: a destructor makes a value never made. ---
 
-static CHAIN: AtomicU32 = AtomicU32::new(0);
+/// Puts a `RaiseOnDrop` into its other key when dropped: that key was never
+/// reached on this thread, so it is made now and destroyed next.
+struct MakesOther(Signal, &'static LocalKey<RefCell<Option<RaiseOnDrop>>>);
 
-struct Chain(u32);
-
-impl Drop for Chain {
+impl Drop for MakesOther {
     fn drop(&mut self) {
-        CHAIN.fetch_add(1, Ordering::SeqCst);
-        let next = self.0 + 1;
-        // The next key is alive (made before) until its own destruction:
-        // replacing its value drops the old one, whose destructor goes on
-        // down the chain. Once destroyed, `try_with` is an error.
-        if next < 3 {
-            let _ = CHAIN_KEYS[next as usize].try_with(|k| {
-                if let Ok(mut k) = k.try_borrow_mut() {
-                    k.take()
-                } else {
-                    None
+        let _ = self
+            .1
+            .try_with(|other| *other.borrow_mut() = Some(RaiseOnDrop(self.0.clone())));
+    }
+}
+
+co_local! {
+    static FIRST_LAZY: RefCell<Option<MakesOther>> = RefCell::new(None);
+    static LATER_LAZY: RefCell<Option<RaiseOnDrop>> = RefCell::new(None);
+    static FIRST_CONST: RefCell<Option<MakesOther>> = const { RefCell::new(None) };
+    static LATER_CONST: RefCell<Option<RaiseOnDrop>> = const { RefCell::new(None) };
+}
+
+#[test]
+fn dtors_in_dtors_in_dtors() {
+    for (first, later) in [(&FIRST_LAZY, &LATER_LAZY), (&FIRST_CONST, &LATER_CONST)] {
+        let signal = Signal::default();
+        let raise = signal.clone();
+        let thread = thread::spawn(move || first.set(Some(MakesOther(raise, later))));
+        assert!(
+            signal.wait(),
+            "the value made in a destructor was destroyed"
+        );
+        thread.join().unwrap();
+
+        let signal = Signal::default();
+        let mut block = Locals::new();
+        block.enter(|| first.set(Some(MakesOther(signal.clone(), later))));
+        drop(block);
+        assert!(signal.wait(), "likewise in a block");
+    }
+}
+
+// --- join orders after the thread's destructors. ---
+
+/// Takes its time, then says it is done.
+struct SlowToDrop(&'static AtomicBool);
+
+impl Drop for SlowToDrop {
+    fn drop(&mut self) {
+        thread::sleep(Duration::from_millis(20));
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+co_local! {
+    static SLOW: RefCell<Option<SlowToDrop>> = RefCell::new(None);
+}
+
+#[test]
+fn join_orders_after_the_threads_destructors() {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    for _ in 0..5 {
+        DONE.store(false, Ordering::SeqCst);
+        thread::spawn(|| SLOW.set(Some(SlowToDrop(&DONE))))
+            .join()
+            .unwrap();
+        assert!(DONE.load(Ordering::SeqCst), "join returned before it ran");
+    }
+}
+
+// --- thread::current() inside a destructor. ---
+
+/// Reaches `RETRIEVE` (never reached before) when dropped.
+struct Defer;
+/// Records the thread's name when dropped.
+struct RetrieveName;
+
+static NAME: Mutex<Option<String>> = Mutex::new(None);
+
+impl Drop for Defer {
+    fn drop(&mut self) {
+        let _ = RETRIEVE.try_with(|_| {});
+    }
+}
+
+impl Drop for RetrieveName {
+    fn drop(&mut self) {
+        *NAME.lock().unwrap() = thread::current().name().map(str::to_owned);
+    }
+}
+
+co_local! {
+    static DEFER: Defer = const { Defer };
+    static RETRIEVE: RetrieveName = const { RetrieveName };
+}
+
+#[test]
+fn thread_current_in_a_destructor() {
+    thread::Builder::new()
+        .name(String::from("test"))
+        .spawn(|| DEFER.with(|_| {}))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(NAME.lock().unwrap().as_deref(), Some("test"));
+}
+
+// --- The connection guard of a request, in every kind of block. ---
+
+/// Lines every `Log` hands over when it is dropped, tagged by request.
+static SINK: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A request's log: made on first use, flushed to `SINK` when it dies.
+struct Log(Vec<String>);
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        SINK.lock().unwrap().append(&mut self.0);
+    }
+}
+
+/// A connection: its guard logs a last line when it goes.
+struct Conn(u32);
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        log(&format!("{}: close", self.0));
+    }
+}
+
+co_local! {
+    static CONN: RefCell<Option<Conn>> = const { RefCell::new(None) };
+    static LOG: RefCell<Log> = RefCell::new(Log(Vec::new()));
+}
+
+fn log(line: &str) {
+    LOG.with_borrow_mut(|log| log.0.push(line.to_owned()));
+}
+
+/// The lines of request `id` that reached the sink.
+fn lines_of(id: u32) -> Vec<String> {
+    let prefix = format!("{id}: ");
+    SINK.lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with(&prefix))
+        .cloned()
+        .collect()
+}
+
+/// A request: the connection first, then (if `logs`) a line of its own.
+fn request(id: u32, logs: bool) {
+    if logs {
+        log(&format!("{id}: open"));
+    }
+    CONN.set(Some(Conn(id)));
+    if logs {
+        log(&format!("{id}: query"));
+    }
+}
+
+/// What request `id` must have logged once its block is gone.
+fn expected(id: u32, logs: bool) -> Vec<String> {
+    let lines: &[&str] = if logs {
+        &["open", "query", "close"]
+    } else {
+        &["close"]
+    };
+    lines.iter().map(|l| format!("{id}: {l}")).collect()
+}
+
+#[test]
+fn the_close_line_of_a_connection_guard_is_logged_in_every_kind_of_block() {
+    for logs in [false, true] {
+        let base = if logs { 100 } else { 200 };
+        // A co_runtime coroutine, dropped while suspended.
+        let mut co: Coroutine<(), (), ()> = Coroutine::new(move |y: &Yielder<(), ()>, ()| {
+            request(base + 1, logs);
+            y.suspend(());
+        });
+        assert_eq!(co.resume(()), CoroutineResult::Yield(()));
+        drop(co);
+        // A co_runtime coroutine that returns.
+        let mut co: Coroutine<(), (), ()> = Coroutine::new(move |_: &Yielder<(), ()>, ()| {
+            request(base + 2, logs);
+        });
+        assert_eq!(co.resume(()), CoroutineResult::Return(()));
+        // A `Locals`.
+        let mut block = Locals::new();
+        block.enter(|| request(base + 3, logs));
+        drop(block);
+        // A `WithLocals` task that completes.
+        let mut task = WithLocals::new(std::future::ready(()));
+        task.with_locals(|| request(base + 4, logs));
+        assert!(poll_once(&mut task).is_ready());
+        // The thread's own block, at thread exit.
+        thread::spawn(move || request(base + 5, logs))
+            .join()
+            .unwrap();
+        for id in base + 1..=base + 5 {
+            assert_eq!(lines_of(id), expected(id, logs), "request {id}");
+        }
+    }
+}
+
+#[test]
+fn values_die_in_reverse_order_of_their_making_whatever_the_declaration_order() {
+    // `LOG` is declared after `CONN`; made first, it dies last and takes
+    // the close line. Made after the connection, it would die first (as
+    // with std's thread-locals), and the close line is then refused.
+    let mut block = Locals::new();
+    block.enter(|| {
+        log("300: open");
+        CONN.set(Some(Conn(300)));
+    });
+    drop(block);
+    assert_eq!(lines_of(300), ["300: open", "300: close"]);
+
+    struct Tries(u32);
+    impl Drop for Tries {
+        fn drop(&mut self) {
+            let refused = LOG.try_with(|_| ()).err().map(|e| e.kind());
+            TRIED.lock().unwrap().push((self.0, refused));
+        }
+    }
+    static TRIED: Mutex<Vec<(u32, Option<AccessErrorKind>)>> = Mutex::new(Vec::new());
+    co_local! {
+        static TRIES: RefCell<Option<Tries>> = const { RefCell::new(None) };
+    }
+    let mut block = Locals::new();
+    block.enter(|| {
+        TRIES.set(Some(Tries(301)));
+        log("301: open");
+    });
+    drop(block);
+    assert_eq!(lines_of(301), ["301: open"]);
+    assert_eq!(
+        *TRIED.lock().unwrap(),
+        [(301, Some(AccessErrorKind::Destroyed))]
+    );
+}
+
+// --- Destructors that make each other in a cycle: destruction ends. ---
+
+/// Dropped once per key: makes every other key of the ring that is not
+/// made yet (those already destroyed refuse, and are never made again).
+struct Ring(usize);
+
+static RING_DROPS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        RING_DROPS.lock().unwrap().push(self.0);
+        for (j, key) in RING.iter().enumerate() {
+            let _ = key.try_with(|slot| {
+                if let Ok(mut slot) = slot.try_borrow_mut() {
+                    slot.get_or_insert_with(|| Ring(j));
                 }
             });
         }
@@ -302,85 +529,28 @@ impl Drop for Chain {
 }
 
 co_local! {
-    static CHAIN_0: RefCell<Option<Chain>> = RefCell::new(None);
-    static CHAIN_1: RefCell<Option<Chain>> = RefCell::new(None);
-    static CHAIN_2: RefCell<Option<Chain>> = RefCell::new(None);
+    static RING_0: RefCell<Option<Ring>> = RefCell::new(None);
+    static RING_1: RefCell<Option<Ring>> = RefCell::new(None);
+    static RING_2: RefCell<Option<Ring>> = const { RefCell::new(None) };
+    static RING_3: RefCell<Option<Ring>> = RefCell::new(None);
+    static RING_4: RefCell<Option<Ring>> = const { RefCell::new(None) };
 }
 
-static CHAIN_KEYS: [&co_local::LocalKey<RefCell<Option<Chain>>>; 3] =
-    [&CHAIN_0, &CHAIN_1, &CHAIN_2];
+static RING: [&LocalKey<RefCell<Option<Ring>>>; 5] = [&RING_0, &RING_1, &RING_2, &RING_3, &RING_4];
 
 #[test]
-fn destructors_in_destructors_in_destructors_each_run_once() {
-    CHAIN.store(0, Ordering::SeqCst);
-    std::thread::spawn(|| {
-        for (i, key) in CHAIN_KEYS.iter().enumerate() {
-            key.set(Some(Chain(i as u32)));
+fn destructors_that_make_each_other_in_a_cycle_end() {
+    for at_thread_exit in [false, true] {
+        RING_DROPS.lock().unwrap().clear();
+        let start = || RING_0.set(Some(Ring(0)));
+        if at_thread_exit {
+            thread::spawn(start).join().unwrap();
+        } else {
+            let mut block = Locals::new();
+            block.enter(start);
         }
-    })
-    .join()
-    .unwrap();
-    assert_eq!(CHAIN.load(Ordering::SeqCst), 3);
-}
-
-// --- `join` returns only once the thread's values are destroyed. ---
-
-static DESTROYED_BEFORE_JOIN: AtomicU32 = AtomicU32::new(0);
-
-struct SlowDrop;
-
-impl Drop for SlowDrop {
-    fn drop(&mut self) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        DESTROYED_BEFORE_JOIN.fetch_add(1, Ordering::SeqCst);
+        // `Ring(0)` makes 1 to 4 in that order; the newest dies next, and
+        // each finds the others alive or destroyed: every key dies once.
+        assert_eq!(*RING_DROPS.lock().unwrap(), [0, 4, 3, 2, 1]);
     }
-}
-
-co_local! {
-    static SLOW_DROP: RefCell<Option<SlowDrop>> = const { RefCell::new(None) };
-}
-
-#[test]
-fn join_returns_after_the_threads_values_are_destroyed() {
-    let barrier = Arc::new(Barrier::new(2));
-    let before = DESTROYED_BEFORE_JOIN.load(Ordering::SeqCst);
-    let b = barrier.clone();
-    let thread = std::thread::spawn(move || {
-        SLOW_DROP.set(Some(SlowDrop));
-        b.wait();
-    });
-    barrier.wait();
-    thread.join().unwrap();
-    assert_eq!(DESTROYED_BEFORE_JOIN.load(Ordering::SeqCst), before + 1);
-}
-
-// --- `std::thread::current()` inside a destructor. ---
-
-static CURRENT_NAME: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
-struct NamesThread;
-
-impl Drop for NamesThread {
-    fn drop(&mut self) {
-        let name = std::thread::current().name().map(str::to_owned);
-        *CURRENT_NAME.lock().unwrap() = name;
-    }
-}
-
-co_local! {
-    static NAMES_THREAD: RefCell<Option<NamesThread>> = RefCell::new(None);
-}
-
-#[test]
-fn thread_current_works_inside_a_destructor_at_thread_exit() {
-    std::thread::Builder::new()
-        .name(String::from("named-by-the-test"))
-        .spawn(|| NAMES_THREAD.set(Some(NamesThread)))
-        .unwrap()
-        .join()
-        .unwrap();
-    assert_eq!(
-        CURRENT_NAME.lock().unwrap().as_deref(),
-        Some("named-by-the-test")
-    );
 }

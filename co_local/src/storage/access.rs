@@ -15,7 +15,8 @@ use super::block::{header, mark_made, thread_block, ALIVE, UNINIT};
 use super::layout::layout;
 use super::pins::BlockPin;
 use super::switch::CURRENT;
-use crate::key::{AccessError, LocalKey};
+use crate::error::{panic_access_error, AccessError, AccessErrorKind};
+use crate::key::LocalKey;
 
 /// Whether the key's value has a state byte: lazy, or a constant with drop
 /// glue. A compile-time fact for each key.
@@ -51,7 +52,8 @@ pub(super) fn fast_path<T: 'static>(key: &'static LocalKey<T>) -> Option<NonNull
 
 /// Everything the fast path does not handle: makes the thread's block, makes
 /// a value with a state byte (from `preset` instead of its initialiser if
-/// given), or reports a value being or already destroyed. On `Ok`, the value
+/// given; also while its block is destroyed, where it joins the values that
+/// die next), or says why the value cannot be reached. On `Ok`, the value
 /// was alive or made in the block that was current when this began; the
 /// caller looks again (the block current now may differ if the initialiser
 /// switched stacks).
@@ -67,7 +69,7 @@ pub(super) fn slow_path<T: 'static>(
     };
     // SAFETY: `base` is current, so not freed.
     if !key.send && unsafe { header(base) }.send_task.get() {
-        return Err(AccessError::not_send());
+        return Err(AccessError::new(AccessErrorKind::NotSend));
     }
     if !has_state(key) {
         return Ok(());
@@ -80,10 +82,13 @@ pub(super) fn slow_path<T: 'static>(
     // SAFETY: `base` is current, so not freed.
     let header = unsafe { header(base) };
     // SAFETY: as above.
+    // A value being or already destroyed is never made again; nor is any
+    // value of a block orphaned by its owner (refs negative), which only
+    // waits for its last pin to go.
     match unsafe { *state } {
         ALIVE => return Ok(()),
-        UNINIT if !header.destroying.get() => {}
-        _ => return Err(AccessError::new()),
+        UNINIT if header.refs.get() >= 0 => {}
+        _ => return Err(AccessError::new(AccessErrorKind::Destroyed)),
     }
 
     // The initialiser is user code: it may reach this key again, or suspend
@@ -95,8 +100,8 @@ pub(super) fn slow_path<T: 'static>(
         None => (key.init)(),
     };
     // `header` is still valid: the block is pinned, so not freed.
-    let unused = if header.refs.get() < 0 || header.destroying.get() {
-        // Orphaned or dying meanwhile: nothing is made any more.
+    let unused = if header.refs.get() < 0 {
+        // Orphaned meanwhile: nothing is made any more.
         Some(Err(new))
     } else {
         // SAFETY: `state` is in the pinned block.
@@ -126,7 +131,7 @@ pub(super) fn slow_path<T: 'static>(
         }
         Some(Err(late)) => {
             drop(late);
-            Err(AccessError::new())
+            Err(AccessError::new(AccessErrorKind::Destroyed))
         }
     }
 }
@@ -176,7 +181,7 @@ pub(crate) fn try_with<T: 'static, R>(
 pub(crate) fn with<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) -> R) -> R {
     let value = match find(key, None) {
         Ok(value) => value,
-        Err(err) => crate::key::panic_access_error(key.decl.name(), err),
+        Err(err) => panic_access_error(key.decl.name(), err),
     };
     pinned(value, f)
 }
@@ -208,7 +213,7 @@ impl<T: 'static> PinnedValue<T> {
     pub(crate) fn of(key: &'static LocalKey<T>) -> PinnedValue<T> {
         let value = match find(key, None) {
             Ok(value) => value,
-            Err(err) => crate::key::panic_access_error(key.decl.name(), err),
+            Err(err) => panic_access_error(key.decl.name(), err),
         };
         // SAFETY: the value was just found in the current block, not freed.
         let _pin = unsafe { BlockPin::take(current()) };
@@ -232,7 +237,7 @@ impl<T: 'static> PinnedValue<T> {
 pub(crate) fn with_brief<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) -> R) -> R {
     let value = match find(key, None) {
         Ok(value) => value,
-        Err(err) => crate::key::panic_access_error(key.decl.name(), err),
+        Err(err) => panic_access_error(key.decl.name(), err),
     };
     // SAFETY: see `value_ref`; `f` runs no user code, so the block cannot be
     // dropped while it runs.
@@ -272,7 +277,7 @@ pub(super) fn initialize_with_slow<T: 'static, R>(
     let mut init = Some(init);
     let value = match find(key, Some(&mut init)) {
         Ok(value) => value,
-        Err(err) => crate::key::panic_access_error(key.decl.name(), err),
+        Err(err) => panic_access_error(key.decl.name(), err),
     };
     // SAFETY: see `value_ref`.
     f(init, unsafe { value_ref(value) })

@@ -5,8 +5,9 @@
 //! Owns [`Header`], [`Block`] (`new`, `inherit`, `reset`, `Drop`),
 //! `destroy`, `destroy_values`, `clean`, the per-thread `POOL` and
 //! `THREAD_BLOCK`. Keeps SAFETY.md's I4 (a value is read only when alive,
-//! written only while not made, marked destroyed before it is dropped, and
-//! its made-map bit set when made) and its part of I5 and I6: a pinned block
+//! written only while not made, marked destroyed before it is dropped,
+//! linked into the list of what the block made when made, destroyed newest
+//! first) and its part of I5 and I6: a pinned block
 //! is orphaned, not destroyed; every death advances the clock and releases
 //! what names the block.
 
@@ -17,10 +18,10 @@ use std::panic::{self, AssertUnwindSafe};
 
 use super::clock::{advance, CHANGES, LIVE};
 use super::held::{release, unname};
-use super::layout::{layout, Layout, Stateful};
+use super::layout::{layout, Layout, NONE};
 use super::pins::BlockPin;
 use super::switch::{enter, CURRENT};
-use crate::key::AccessError;
+use crate::error::{AccessError, AccessErrorKind};
 
 /// State byte of a value that has not been made in this block.
 pub(crate) const UNINIT: u8 = 0;
@@ -38,10 +39,15 @@ pub(super) struct Header {
     /// it was pinned, [`ORPHAN`] is added: the count is then negative, and
     /// reaches exactly `ORPHAN` when the last pin goes.
     pub(super) refs: Cell<isize>,
-    /// Values with a state byte made in this block: while it is zero, the
-    /// stateful region and the made map are clean and destruction skips
-    /// them.
-    pub(super) made: Cell<usize>,
+    /// The newest value with a state byte made in this block and not yet
+    /// taken by its destruction (its index), or [`NONE`]: the head of the
+    /// list of made values, newest first, chained through the links (see
+    /// [`Layout`]).
+    pub(super) made: Cell<u32>,
+    /// The head of the list of values destruction is done with (each
+    /// destroyed, or kept alive to the end when it has no drop glue), or
+    /// [`NONE`]: what cleaning resets.
+    pub(super) dead: Cell<u32>,
     /// The thread's `CHANGES` when the block was made (see `clock.rs`). A
     /// task block, which moves between threads, is checked through the
     /// links of its calls instead, which carry their own time (`chain.rs`).
@@ -51,8 +57,6 @@ pub(super) struct Header {
     /// block, null (the thread's own block), or a block that lists this one
     /// in `HELD` (alive: it sends this one back to itself before it dies).
     pub(super) next: Cell<*mut u8>,
-    /// Set when destruction of the block starts: no value is made after.
-    pub(super) destroying: Cell<bool>,
     /// Set while the block waits in the thread's pool: no owner.
     pub(super) pooled: Cell<bool>,
     /// Set in the block of a task that may move between threads
@@ -137,7 +141,7 @@ impl Block {
             None => {
                 let alloc_layout = layout.alloc_layout();
                 // SAFETY: `alloc_layout` has a non-zero size (the header).
-                // Zeroed: every state byte `UNINIT`, every made-map bit 0.
+                // Zeroed: every state byte `UNINIT`.
                 let base = unsafe { alloc::alloc_zeroed(alloc_layout) };
                 let Some(base) = NonNull::new(base) else {
                     handle_alloc_error(alloc_layout)
@@ -217,7 +221,7 @@ impl Block {
                     }
                     // SAFETY: the parent's value is alive and pinned; the
                     // child's slot is not made (a new block), aligned and in
-                    // bounds. The state byte and made map are set only once the
+                    // bounds. The state byte and link are set only once the
                     // copy is written, so a panic leaves it not made.
                     unsafe {
                         entry
@@ -254,7 +258,7 @@ impl Block {
         if in_place {
             let layout = layout();
             let listed = header.listed.get();
-            if header.made.get() > 0 {
+            if made_any(header) {
                 // The destructors were user code: a scope one of them left
                 // open (another library's coroutine suspended in it) began
                 // with this block current, and must not put back the block
@@ -303,10 +307,10 @@ pub(super) unsafe fn fill_prefix(base: *mut u8, layout: &Layout, listed: bool) {
     unsafe {
         base.cast::<Header>().write(Header {
             refs: Cell::new(0),
-            made: Cell::new(0),
+            made: Cell::new(NONE),
+            dead: Cell::new(NONE),
             born: Cell::new(CHANGES.get()),
             next: Cell::new(base),
-            destroying: Cell::new(false),
             pooled: Cell::new(false),
             send_task: Cell::new(false),
             listed: Cell::new(listed),
@@ -320,23 +324,39 @@ pub(super) unsafe fn fill_prefix(base: *mut u8, layout: &Layout, listed: bool) {
     }
 }
 
-/// Marks the value whose state byte is at `state` (index `index`)
-/// made in the block at `base`.
+/// Marks the value whose state byte is at `state` (index `index`) made in
+/// the block at `base`: the newest of its list of made values.
 ///
 /// # Safety
 ///
 /// `base` must be a block that is not freed, and the value must have just
 /// been written to its slot, which held none.
 pub(super) unsafe fn mark_made(base: *mut u8, layout: &Layout, state: usize, index: usize) {
-    let group = index >> layout.group_shift;
-    // SAFETY: the caller's guarantee; the state byte and the made map's
-    // words are inside the block, aligned.
+    // SAFETY: the caller's guarantee.
+    let header = unsafe { header(base) };
+    // The layout keeps indices below `NONE`.
+    let index32 = index as u32;
+    // SAFETY: the caller's guarantee; the state byte and the link are inside
+    // the block, the link aligned.
     unsafe {
         *base.add(state) = ALIVE;
-        *base.add(layout.made_map).cast::<u64>().add(group / 64) |= 1 << (group % 64);
-        let header = header(base);
-        header.made.set(header.made.get() + 1);
+        *link(base, layout, index) = header.made.get();
     }
+    header.made.set(index32);
+}
+
+/// The link of the value of index `index`: the index of the next value of
+/// the list it is in.
+///
+/// # Safety
+///
+/// `base` must be a block that is not freed, and `index` a stateful index
+/// of the layout.
+#[inline(always)]
+unsafe fn link(base: *mut u8, layout: &Layout, index: usize) -> *mut u32 {
+    // SAFETY: the caller's guarantee: the links are inside the block, one
+    // aligned `u32` per stateful index.
+    unsafe { base.add(layout.links).cast::<u32>().add(index) }
 }
 
 impl Drop for Block {
@@ -387,7 +407,7 @@ pub(super) unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Se
     let (panic, done) = unsafe { destroy_values(base) };
     // SAFETY: the caller's guarantee: the block is not freed.
     let header = unsafe { header(base) };
-    if header.made.get() > 0 {
+    if made_any(header) {
         // The destructors were user code: a `resume` may have remembered
         // the block meanwhile, and a restore may have made it current again.
         // Neither may outlive this: the block is orphaned or freed now.
@@ -440,10 +460,21 @@ pub(super) unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Se
     panic
 }
 
-/// Marks the block dying and drops each of its alive values with a
-/// destructor, with the block current. Stops early, returning `false`, if a
-/// destructor leaves a pin on the block: the values left may be referenced.
-/// Returns the first destructor panic.
+/// Destroys the values the block made, newest first, with the block
+/// current: until the list of made values is empty, takes its head (the
+/// value made last), moves it to the list destruction is done with, and, if
+/// it has drop glue, marks it destroyed and drops it. A destructor may reach
+/// any value of the block not destroyed yet, and make one not made yet: it
+/// joins the head of the list, so it is the next to die. Stops early,
+/// returning `false`, if a destructor leaves a pin on the block: the values
+/// left may be referenced (the last unpin goes on from there). Returns the
+/// first destructor panic.
+///
+/// This ends: a value is made at most once in a block's life (made values
+/// are `ALIVE` or `DESTROYED` until the block is cleaned, and only an
+/// `UNINIT` value is made), and each turn takes one made value off the list
+/// for good, so there are at most as many turns as values with a state
+/// byte.
 ///
 /// # Safety
 ///
@@ -451,98 +482,79 @@ pub(super) unsafe fn destroy(base: *mut u8) -> Option<Box<dyn std::any::Any + Se
 pub(super) unsafe fn destroy_values(
     base: *mut u8,
 ) -> (Option<Box<dyn std::any::Any + Send>>, bool) {
-    let layout = layout();
     // SAFETY: the caller's guarantee.
     let header = unsafe { header(base) };
-    header.destroying.set(true);
     let mut first_panic = None;
     let mut done = true;
-    if header.made.get() > 0 {
-        enter(base, || {
-            for_each_made(base, layout, |entry| {
-                let Some(ops) = entry.drop else { return true };
-                // SAFETY: the state byte of a value in the plan is inside
-                // the block.
-                let state = unsafe { base.add(entry.state) };
-                // SAFETY: `state` is in the block.
-                if unsafe { *state } != ALIVE {
-                    return true;
-                }
-                if header.refs.get() > 0 {
-                    done = false;
-                    return false;
-                }
-                // Marked first: from now on no access reaches the value, its
-                // own key's included.
-                // SAFETY: as above.
-                unsafe { *state = DESTROYED };
-                let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                    // SAFETY: the value was alive and is now marked
-                    // destroyed; the offset is aligned and in the block.
-                    unsafe { ops.drop_value(base.add(entry.value)) }
-                }));
-                if let Err(payload) = result {
-                    first_panic.get_or_insert(payload);
-                }
-                true
-            });
-        });
+    if header.made.get() == NONE {
+        return (first_panic, done);
     }
+    let layout = layout();
+    enter(base, || loop {
+        let index = header.made.get();
+        if index == NONE {
+            break;
+        }
+        if header.refs.get() > 0 {
+            done = false;
+            break;
+        }
+        let index = index as usize;
+        // SAFETY: a made value's index is a stateful index of the layout.
+        let link = unsafe { link(base, layout, index) };
+        // SAFETY: as above; the link is in the block.
+        unsafe {
+            header.made.set(*link);
+            *link = header.dead.replace(index as u32);
+        }
+        let entry = &layout.stateful[index];
+        let Some(ops) = entry.drop else { continue };
+        // SAFETY: the state byte of a value in the plan is inside the block.
+        let state = unsafe { base.add(entry.state) };
+        // Marked first: from now on no access reaches the value, its own
+        // key's included, and it is never made again in this block.
+        // SAFETY: as above.
+        unsafe { *state = DESTROYED };
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: the value was alive (a made value is, until it is
+            // taken here) and is now marked destroyed; the offset is aligned
+            // and in the block.
+            unsafe { ops.drop_value(base.add(entry.value)) }
+        }));
+        if let Err(payload) = result {
+            first_panic.get_or_insert(payload);
+        }
+    });
     (first_panic, done)
 }
 
 /// Puts the clean region back as a fresh block has it: the state bytes of
-/// what was made back to `UNINIT`, made-map words to zero. Values without drop
-/// glue were never marked destroyed.
+/// what was made back to `UNINIT`, the lists empty.
 ///
 /// # Safety
 ///
-/// `base` must be a block whose values are all destroyed, that nothing
-/// refers to.
+/// `base` must be a block whose values are all destroyed (its list of made
+/// values is empty), that nothing refers to.
 pub(super) unsafe fn clean(base: *mut u8) {
     let layout = layout();
     // SAFETY: the caller's guarantee.
     let header = unsafe { header(base) };
-    if header.made.get() == 0 {
-        return;
-    }
-    for_each_made(base, layout, |entry| {
-        // SAFETY: the state byte is in the block.
-        unsafe { *base.add(entry.state) = UNINIT };
-        true
-    });
-    for word in 0..layout.made_words {
-        // SAFETY: the made map's words are inside the block, aligned.
-        unsafe { *base.add(layout.made_map).cast::<u64>().add(word) = 0 };
-    }
-    header.made.set(0);
-}
-
-/// Calls `f` for each value the block made (its state byte is not
-/// `UNINIT`), in plan order, until it returns `false`. Looks only at the
-/// groups the made map marks: each made value's group, of one value when
-/// the binary declares at most [`MADE_BITS`](super::layout::MADE_BITS)
-/// values with a state byte, and of `2^k` (the least that fits the map)
-/// beyond.
-pub(super) fn for_each_made(base: *mut u8, layout: &Layout, mut f: impl FnMut(&Stateful) -> bool) {
-    let count = layout.stateful.len();
-    for word in 0..layout.made_words {
-        // SAFETY: the made map's words are inside the block, aligned.
-        let mut bits = unsafe { *base.add(layout.made_map).cast::<u64>().add(word) };
-        while bits != 0 {
-            let group = word * 64 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            let first = group << layout.group_shift;
-            let end = (first + (1 << layout.group_shift)).min(count);
-            for entry in &layout.stateful[first..end] {
-                // SAFETY: the state byte of a value in the plan is inside
-                // the block.
-                if unsafe { *base.add(entry.state) } != UNINIT && !f(entry) {
-                    return;
-                }
-            }
+    let mut index = header.dead.replace(NONE);
+    while index != NONE {
+        let entry = &layout.stateful[index as usize];
+        // SAFETY: the state byte and the link of a stateful index are in
+        // the block.
+        unsafe {
+            *base.add(entry.state) = UNINIT;
+            index = *link(base, layout, index as usize);
         }
     }
+}
+
+/// Whether the block made a value with a state byte since it was made, or
+/// cleaned: whether destruction has anything to do, or ran user code.
+pub(super) fn made_any(header: &Header) -> bool {
+    header.made.get() != NONE || header.dead.get() != NONE
 }
 
 /// The thread's own block, for code outside every coroutine.
@@ -564,7 +576,7 @@ pub(super) fn thread_block() -> Result<NonNull<u8>, AccessError> {
         .try_with(|b| b.0.as_ref().map(|b| b.base))
         .ok()
         .flatten()
-        .ok_or(AccessError::new())?;
+        .ok_or(AccessError::new(AccessErrorKind::Destroyed))?;
     CURRENT.set(base.as_ptr());
     Ok(base)
 }

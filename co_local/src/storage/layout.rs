@@ -1,6 +1,6 @@
 //! The layout of every block, computed once per process from the registry:
 //! where each declaration's value (and state byte) is, the image of the
-//! constants copied into each new block, the made map's shape.
+//! constants copied into each new block, where the order of making is kept.
 //!
 //! Owns the slots written into each declaration ([`Slot`]), the type-erased
 //! operations on values ([`ErasedKey`]), [`Layout`] and its one
@@ -18,11 +18,11 @@ use std::sync::OnceLock;
 
 use super::block::Header;
 use crate::key::LocalKey;
-use crate::registry::{self, Declaration, SendProof};
+use crate::registry::{self, Declaration, SendProof, Shape};
 
 /// Where a declaration's value is in every block: its offset, and, for a
-/// value with a state byte, its index among them (its made-map group is
-/// that index shifted by `Layout::group_shift`).
+/// value with a state byte, its index among them (its link in the lists of
+/// what a block made is at that index).
 pub struct Slot {
     pub(super) offset: UnsafeCell<usize>,
     pub(super) index: UnsafeCell<usize>,
@@ -134,13 +134,20 @@ pub(super) struct Inherited {
 
 /// The layout of every block, computed once per process.
 ///
-/// A block is two regions: the *prefix* `[Header | made map | plain
-/// constants]`, copied from [`Layout::prefix`] into every new block (the map
-/// as zeros), and the *clean region* `[values with their state bytes]`,
-/// which a new block only needs clean (every state byte `UNINIT`). A fresh allocation
-/// is zeroed; a recycled block was cleaned when it was destroyed, touching
-/// only what it had made. So making and destroying a block costs the same
-/// whatever the number of declarations it did not use.
+/// A block is three regions: the *prefix* `[Header | plain constants]`,
+/// copied from [`Layout::prefix`] into every new block (the header written
+/// anew), the *clean region* `[values with their state bytes]`, which a new
+/// block only needs clean (every state byte `UNINIT`), and the *links*, one
+/// `u32` per value with a state byte, read only for values the block made.
+/// A fresh allocation is zeroed; a recycled block was cleaned when it was
+/// destroyed, touching only what it had made. So making and destroying a
+/// block costs the same whatever the number of declarations it did not use.
+///
+/// The links chain what a block made into two lists whose heads are in the
+/// header: the values made and not destroyed yet, newest first (`made`),
+/// and those destruction is done with (`dead`). Destruction pops the newest
+/// made value, so values die in reverse order of their making, and a value
+/// made by a destructor is the next to die.
 pub(crate) struct Layout {
     pub(super) size: usize,
     pub(super) align: usize,
@@ -148,15 +155,9 @@ pub(crate) struct Layout {
     pub(super) prefix: Box<[MaybeUninit<u8>]>,
     /// Values with a state byte, by their index (plan order).
     pub(super) stateful: Vec<Stateful>,
-    /// Offset of the made map: `made_words` `u64` words after the header,
-    /// one bit per group of `1 << group_shift` consecutive stateful values,
-    /// set when the block makes one of them.
-    pub(super) made_map: usize,
-    /// Words in the made map: at most [`MADE_BITS`] / 64.
-    pub(super) made_words: usize,
-    /// Each bit of the made map covers `1 << group_shift` stateful values:
-    /// 0 (one bit per value) up to [`MADE_BITS`] of them.
-    pub(super) group_shift: u32,
+    /// Offset of the links: a `u32` per value with a state byte, by index:
+    /// the index of the value after it in the list it is in (see above).
+    pub(super) links: usize,
     /// The `#[inherit]` declarations, in registry order.
     pub(super) inherited: Vec<Inherited>,
     /// How many clean blocks each thread keeps for reuse.
@@ -169,11 +170,12 @@ pub(super) const POOL_BYTES: usize = 256 * 1024;
 /// Clean blocks a thread keeps for reuse, at most.
 pub(super) const POOL_BLOCKS: usize = 64;
 
-/// Bits of the made map at most: with the header, 64 bytes, the SPEC's
-/// bound on what a block may add to its values and their state bytes.
-pub(super) const MADE_BITS: usize = 192;
+/// The end of a list of made values (no index).
+pub(super) const NONE: u32 = u32::MAX;
 
-const _: () = assert!(size_of::<Header>() + MADE_BITS / 8 <= 64);
+// The SPEC's bound on what a block adds to its values, their state bytes and
+// their links.
+const _: () = assert!(size_of::<Header>() <= 64);
 
 const _: () = assert!(size_of::<Header>() % align_of::<u64>() == 0);
 
@@ -204,28 +206,30 @@ impl Layout {
         let (stateful, plain): (Vec<&Declaration>, Vec<&Declaration>) =
             decls.iter().partition(|d| d.has_state());
         let shapes = |ds: &[&Declaration]| ds.iter().map(|d| d.shape()).collect::<Vec<_>>();
-        let groups = |shift: u32| stateful.len().div_ceil(1 << shift);
-        let mut group_shift = 0;
-        while groups(group_shift) > MADE_BITS {
-            group_shift += 1;
+        // Indices are `u32`, `NONE` excluded.
+        if u32::try_from(stateful.len()).map_or(true, |n| n == NONE) {
+            registry::too_large();
         }
-        let made_words = groups(group_shift).div_ceil(64);
-        // The made map follows the header, `u64`-aligned like it: the two
-        // take at most 64 bytes, and what padding follows is the first
-        // value's alignment. Zero in the prefix image: a new block gets it
-        // clean.
-        let made_map = size_of::<Header>();
-        let head = (
-            made_map + made_words * size_of::<u64>(),
-            align_of::<Header>(),
-        );
+        let head = (size_of::<Header>(), align_of::<Header>());
         let prefix_plan = registry::plan(head, &shapes(&plain));
         let stateful_plan = registry::plan((prefix_plan.size, 1), &shapes(&stateful));
-        let size = stateful_plan.size;
+        let links = registry::plan(
+            (stateful_plan.size, 1),
+            &[Shape {
+                size: stateful
+                    .len()
+                    .checked_mul(size_of::<u32>())
+                    .unwrap_or_else(|| registry::too_large()),
+                align: align_of::<u32>(),
+                has_state: false,
+            }],
+        );
+        let size = links.size;
         let align = prefix_plan
             .align
             .max(stateful_plan.align)
-            .max(align_of::<u64>());
+            .max(align_of::<Header>());
+        let links = links.offsets[0];
         if alloc::Layout::from_size_align(size, align).is_err() {
             registry::too_large();
         }
@@ -273,9 +277,7 @@ impl Layout {
             align,
             prefix,
             stateful: entries,
-            made_map,
-            made_words,
-            group_shift,
+            links,
             inherited,
             pool_max: (POOL_BYTES / size).clamp(1, POOL_BLOCKS),
         }

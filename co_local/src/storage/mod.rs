@@ -6,7 +6,8 @@
 //!
 //! - `layout.rs`: the process-wide [`Layout`](layout::Layout): offsets
 //!   written into each declaration's [`Slot`] once, the image of the
-//!   constants copied into every block, the made map's shape; the two
+//!   constants copied into every block, where the order of making is kept;
+//!   the two
 //!   constructors that pair a key with its registry entry (I2, I3);
 //! - `block.rs`: [`Block`], one allocation of that layout: its header, its
 //!   making and inheriting, its destruction, a per-thread pool of clean
@@ -30,15 +31,14 @@
 //!   [`LocalWithLocals`](crate::LocalWithLocals), which may move between
 //!   threads between two polls (I7).
 //!
-//! A block is `[Header | made map | plain constants | values with a state
-//! byte]`. A value with a state byte (a lazy value, or a constant whose type
-//! has drop glue) has it right after the value, so one offset finds both.
-//! The made map (at most [`MADE_BITS`](layout::MADE_BITS) bits, so that header and map take at
-//! most 64 bytes) has a bit per such value, or, when the binary declares
-//! more of them, per group of `2^k` consecutive ones: a bit says the block
-//! made a value of that group, so that destroying and cleaning the block
-//! looks at the state bytes of the groups it used, not at every
-//! declaration of the binary.
+//! A block is `[Header | plain constants | values with a state byte |
+//! links]`. A value with a state byte (a lazy value, or a constant whose
+//! type has drop glue) has it right after the value, so one offset finds
+//! both. The links (a `u32` per such value) chain the values the block made
+//! into a list, newest first, whose head is in the header: destruction pops
+//! it, so values die in reverse order of their making (and a value made by
+//! a destructor dies next), and destroying and cleaning a block visit what
+//! it made, not every declaration of the binary.
 //!
 //! # Who may reach a block
 //!

@@ -10,7 +10,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use crate::key::{AccessError, LocalKey};
+use crate::error::{AccessError, AccessErrorKind};
+use crate::key::LocalKey;
 use crate::locals::Locals;
 use crate::registry::{Declaration, SendFallback as _, SendProbe};
 use crate::storage::swap_current;
@@ -349,8 +350,14 @@ fn send_task_blocks_refuse_values_that_are_not_send() {
     let mut task = WithLocals::new(async {});
     task.with_locals(|| {
         assert_eq!(COUNT.get(), 7);
-        assert_eq!(SHARED.try_with(|_| ()), Err(AccessError::not_send()));
-        assert_eq!(RAW.try_with(Cell::get), Err(AccessError::not_send()));
+        assert_eq!(
+            SHARED.try_with(|_| ()),
+            Err(AccessError::new(AccessErrorKind::NotSend))
+        );
+        assert_eq!(
+            RAW.try_with(Cell::get),
+            Err(AccessError::new(AccessErrorKind::NotSend))
+        );
         let panic = catch_unwind(|| SHARED.with_borrow(|_| ())).unwrap_err();
         let msg = panic.downcast_ref::<String>().unwrap();
         assert!(
