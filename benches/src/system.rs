@@ -127,10 +127,13 @@ pub struct BlockInfo {
     pub lazy: usize,
     /// Sum of `size()` over the declarations.
     pub sum_sizes: usize,
-    /// The SPEC's bound without the header: each value's size plus its state
-    /// byte (lazy values, constants with a destructor) rounded up to its
-    /// alignment, summed.
+    /// The SPEC's bound without the header and the links: each value's size
+    /// plus its state byte (lazy values, constants with a destructor)
+    /// rounded up to its alignment, summed.
     pub padded: usize,
+    /// Values with a state byte: each may add a 4-byte link (round 3: the
+    /// order of making).
+    pub stateful: usize,
     /// `co_local::block_size()`.
     pub block_size: usize,
     /// The declarations not made by the bench binaries themselves (by
@@ -151,6 +154,7 @@ impl BlockInfo {
                 .iter()
                 .map(|d| (d.size() + state(d)).next_multiple_of(d.align()))
                 .sum(),
+            stateful: decls.iter().map(state).sum(),
             block_size: co_local::block_size(),
             others: Vec::leak(
                 decls
@@ -178,13 +182,17 @@ impl BlockInfo {
 
 impl fmt::Display for BlockInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bound = self.padded + 64;
+        // The links are `u32`s after the values: up to 3 bytes of padding.
+        let links = if self.stateful > 0 { 4 * self.stateful + 3 } else { 0 };
+        let bound = self.padded + links + 64;
         write!(
             f,
-            "{} declarations ({} lazy): block_size {} B; sum of sizes {} B; \
-             sizes + state bytes, padded to alignment {} B; SPEC bound (that + 64 B header) {} B: {}",
+            "{} declarations ({} lazy, {} with a state byte): block_size {} B; sum of sizes {} B; \
+             sizes + state bytes, padded to alignment {} B; SPEC bound (that + 4 B per value \
+             with a state byte + 64 B header) {} B: {}",
             self.declarations,
             self.lazy,
+            self.stateful,
             self.block_size,
             self.sum_sizes,
             self.padded,
