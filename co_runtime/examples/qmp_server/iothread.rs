@@ -48,6 +48,10 @@ struct Conn {
     at: usize,
     /// The socket may have more to read.
     readable: bool,
+    /// The peer closed its end: once its input cannot be read (the monitor
+    /// has no room), the connection closes anyway, as QEMU notices a hang-up
+    /// while it does not read.
+    hup: bool,
 }
 
 struct IoThread {
@@ -112,6 +116,9 @@ impl IoThread {
                         if let Some(c) = self.conns.get_mut(&id) {
                             if event.is_readable() || event.is_read_closed() || event.is_error() {
                                 c.readable = true;
+                            }
+                            if event.is_read_closed() || event.is_error() {
+                                c.hup = true;
                             }
                         }
                     }
@@ -209,6 +216,7 @@ impl IoThread {
                     input: Vec::new(),
                     at: 0,
                     readable: true,
+                    hup: false,
                 },
             );
         }
@@ -218,7 +226,12 @@ impl IoThread {
     fn read(&mut self, id: MonId) {
         loop {
             if !self.parse(id) {
-                return; // no room: the rest waits for the main loop
+                // No room: the rest waits for the main loop, unless the
+                // client is gone.
+                if self.conns.get(&id).is_some_and(|c| c.hup) {
+                    self.close(id);
+                }
+                return;
             }
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
