@@ -298,6 +298,11 @@ impl IoThread {
                         conn.json.feed_byte(conn.input[conn.at], &mut msgs);
                         conn.at += 1;
                     }
+                    let held = conn.json.buffered();
+                    if conn.at == conn.input.len() && held > 0 {
+                        let mut w = self.shared.lock();
+                        w.stats.peak_parser_bytes = w.stats.peak_parser_bytes.max(held);
+                    }
                     for msg in msgs.drain(..) {
                         self.request(id, msg);
                     }

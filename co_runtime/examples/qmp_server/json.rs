@@ -250,6 +250,14 @@ impl JsonStream {
         }
     }
 
+    /// Bytes held for the message being read: its tokens so far and the
+    /// token being lexed. QEMU's limits bound it.
+    pub fn buffered(&self) -> usize {
+        self.token.len()
+            + self.text.len()
+            + self.tokens.len() * std::mem::size_of::<(Kind, usize, usize)>()
+    }
+
     fn stray(&mut self, text: &[u8], out: &mut Vec<Message>) {
         // QEMU quotes the token as a C string: up to its first NUL.
         let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());

@@ -136,6 +136,9 @@ pub struct Stats {
     pub peak_in_flight: usize,
     pub peak_out: usize,
     pub peak_queue: usize,
+    /// The most bytes one monitor's JSON reader held for an incomplete
+    /// message.
+    pub peak_parser_bytes: usize,
     pub fds_refused: u64,
     pub events_dropped: u64,
     pub cancelled: u64,

@@ -583,6 +583,7 @@ fn x_query_server_stats(_: &Args) -> Reply {
             "violations": w.stats.violations.len(),
             "peak-output-backlog": w.stats.peak_out,
             "peak-queue": w.stats.peak_queue,
+            "peak-parser-bytes": w.stats.peak_parser_bytes,
             "fds-refused": w.stats.fds_refused,
             "events-dropped": w.stats.events_dropped,
             "cancelled": w.stats.cancelled,
