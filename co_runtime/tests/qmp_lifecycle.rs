@@ -237,7 +237,7 @@ fn the_command_line() {
     // exits cleanly and removes its socket.
     let dir = TempDir::new("cli");
     let path = dir.0.join("qmp.sock");
-    let mut child = Command::new(&bin)
+    let child = Command::new(&bin)
         .arg("--qmp")
         .arg(&path)
         .stderr(Stdio::piped())
