@@ -10,7 +10,7 @@
 //! stops reading the monitor's socket (bytes already read wait, unparsed),
 //! so an out-of-band request behind a full queue waits too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -98,18 +98,26 @@ impl IoThread {
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut deadline = None;
+        let mut again = false;
         loop {
-            let timeout = deadline.map(|_| Duration::from_millis(10));
+            let timeout = if again {
+                Some(Duration::ZERO)
+            } else {
+                deadline.map(|_| Duration::from_millis(10))
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     eprintln!("qmp_server: I/O thread poll failed: {e}");
                     break;
                 }
             }
+            // The monitors to look at: those with socket events, new ones,
+            // and those the main loop gave output or room.
+            let mut todo = BTreeSet::new();
             for event in events.iter() {
                 match event.token() {
-                    QMP_LISTENER => self.accept(Kind::Qmp),
-                    HMP_LISTENER => self.accept(Kind::Hmp),
+                    QMP_LISTENER => todo.extend(self.accept(Kind::Qmp)),
+                    HMP_LISTENER => todo.extend(self.accept(Kind::Hmp)),
                     WAKER => {}
                     Token(t) => {
                         let id = MonId((t - FIRST_CONN) as u64);
@@ -120,6 +128,7 @@ impl IoThread {
                             if event.is_read_closed() || event.is_error() {
                                 c.hup = true;
                             }
+                            todo.insert(id);
                         }
                     }
                 }
@@ -127,6 +136,7 @@ impl IoThread {
             let stopping = {
                 let mut w = self.shared.lock();
                 w.io_kick = false;
+                todo.append(&mut w.io_dirty);
                 w.stopping
             };
             if stopping && deadline.is_none() {
@@ -135,13 +145,26 @@ impl IoThread {
                 self.hmp.take();
                 deadline = Some(Instant::now() + QUIT_FLUSH);
             }
-            let ids: Vec<MonId> = self.conns.keys().copied().collect();
-            for id in ids {
+            if stopping {
+                todo.extend(self.conns.keys().copied());
+            }
+            for id in todo {
+                if !self.conns.contains_key(&id) {
+                    continue;
+                }
                 if !stopping {
                     self.read(id);
                 }
                 self.flush(id);
             }
+            // Work this turn made for this thread (a yanked connection to
+            // read to its end) is done on the next, at once.
+            again = {
+                let w = self.shared.lock();
+                w.io_dirty
+                    .iter()
+                    .any(|id| self.conns.get(id).is_some_and(|c| c.readable))
+            };
             if std::mem::take(&mut self.wake_main) {
                 let _ = self.shared.main_waker.wake();
             }
@@ -164,22 +187,24 @@ impl IoThread {
         }
     }
 
-    fn accept(&mut self, kind: Kind) {
+    /// Accepts every waiting connection; their monitors.
+    fn accept(&mut self, kind: Kind) -> Vec<MonId> {
+        let mut accepted = Vec::new();
         loop {
             let listener = match kind {
                 Kind::Qmp => self.qmp.as_ref(),
                 _ => self.hmp.as_ref(),
             };
             let Some((listener, _)) = listener else {
-                return;
+                return accepted;
             };
             let mut stream = match listener.accept() {
                 Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return accepted,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     eprintln!("qmp_server: accept failed: {e}");
-                    return;
+                    return accepted;
                 }
             };
             let id = {
@@ -219,6 +244,7 @@ impl IoThread {
                     hup: false,
                 },
             );
+            accepted.push(id);
         }
     }
 
@@ -332,7 +358,9 @@ impl IoThread {
                 let yanked = {
                     let mut w = self.shared.lock();
                     w.output(id, &encode_line(&reply));
-                    std::mem::take(&mut w.yanked)
+                    let yanked = std::mem::take(&mut w.yanked);
+                    w.io_dirty.extend(yanked.iter().copied());
+                    yanked
                 };
                 for victim in yanked {
                     if let Some(c) = self.conns.get_mut(&victim) {

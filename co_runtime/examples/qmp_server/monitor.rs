@@ -11,7 +11,7 @@
 //! of the thread it is made on.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -169,8 +169,10 @@ pub struct World {
     pub stopping: bool,
     /// Monitors an out-of-band `yank` shut down, for the I/O thread.
     pub yanked: Vec<MonId>,
-    /// The I/O thread has output to write or room to read again.
+    /// The I/O thread has output to write or room to read again: wake it.
     pub io_kick: bool,
+    /// The monitors it has to look at again.
+    pub io_dirty: BTreeSet<MonId>,
     /// Reports meant for stderr are counted, not printed.
     pub quiet: bool,
     pub stats: Stats,
@@ -243,6 +245,7 @@ impl World {
             m.out.extend_from_slice(bytes);
             self.stats.peak_out = self.stats.peak_out.max(m.out.len());
             self.io_kick = true;
+            self.io_dirty.insert(id);
         }
     }
 }

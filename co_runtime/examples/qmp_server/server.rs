@@ -369,8 +369,10 @@ impl Server {
                     ready.push((*id, request));
                 }
             }
-            if !ready.is_empty() {
-                w.io_kick = true; // room again: the I/O thread may read on
+            // Room again: the I/O thread may read on.
+            for (id, _) in &ready {
+                w.io_dirty.insert(*id);
+                w.io_kick = true;
             }
             ready
         });
@@ -586,6 +588,7 @@ fn finish(id: MonId, bytes: &[u8]) {
         if let Some(m) = w.monitors.get_mut(&id) {
             m.busy = false;
         }
+        w.io_dirty.insert(id);
         w.io_kick = true;
     });
 }
