@@ -122,7 +122,7 @@ fn oob_commands_overtake_a_blocked_in_band_command() {
     let reader = blocker.release();
     assert_eq!(id_of(&raw.line()), "ib-blocks-1");
     assert_eq!(id_of(&raw.line()), "ib-quick-1");
-    assert_eq!(reader.join().unwrap(), 4 << 20);
+    assert_eq!(reader.join().unwrap(), qmp_common::BLOCKER_BYTES);
 
     // Even a malformed in-band request fails in-band, after the one before.
     let mut blocker = Blocker::new(&mut raw, "slow2");

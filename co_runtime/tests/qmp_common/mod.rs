@@ -227,8 +227,11 @@ pub fn id_of(line: &[u8]) -> String {
     }
 }
 
+/// How much the blocking command writes: more than a socket pair holds.
+pub const BLOCKER_BYTES: usize = 1 << 20;
+
 /// A command of our server that blocks until released: `x-write-fd` of
-/// 4 MiB to a socket nobody reads; reading `release`'s peer lets it finish.
+/// 1 MiB to a socket nobody reads; reading `release`'s peer lets it finish.
 pub struct Blocker {
     pub peer: Option<UnixStream>,
 }
@@ -254,7 +257,7 @@ impl Blocker {
 
     /// The request that blocks, with `id`.
     pub fn request(fdname: &str, id: &str) -> Vec<u8> {
-        let data = "b".repeat(4 << 20);
+        let data = "b".repeat(BLOCKER_BYTES);
         format!(
             "{{\"execute\": \"x-write-fd\", \"id\": \"{id}\", \"arguments\": {{\"fdname\": \"{fdname}\", \"data\": \"{data}\"}}}}"
         )
@@ -268,7 +271,7 @@ impl Blocker {
             peer.set_read_timeout(Some(TIMEOUT)).unwrap();
             let mut buf = vec![0; 64 << 10];
             let mut total = 0;
-            while total < 4 << 20 {
+            while total < BLOCKER_BYTES {
                 match (&peer).read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => total += n,
