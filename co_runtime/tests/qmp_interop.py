@@ -31,9 +31,9 @@ async def connect(path, name):
     return client
 
 
-async def expect_error(client, cmd, args, klass, desc):
+async def expect_error(client, cmd, args, klass, desc, oob=False):
     try:
-        await client.execute(cmd, args)
+        await client.execute(cmd, args, oob=oob)
     except ExecuteError as err:
         check(err.error_class == klass, f"{cmd}: class {err.error_class!r}, expected {klass!r}")
         check(str(err) == desc, f"{cmd}: desc {str(err)!r}, expected {desc!r}")
@@ -47,13 +47,32 @@ async def negotiation(path):
     check(greeting is not None, "no greeting")
     version = greeting.QMP.version["qemu"]
     check(set(version) == {"major", "minor", "micro"}, f"version {version}")
-    check(greeting.QMP.capabilities == [], "capabilities")
+    check(greeting.QMP.capabilities == ["oob"], "capabilities")
     status = await client.execute("query-status")
     check(status == {"running": True, "status": "running"}, f"query-status {status}")
     names = {c["name"] for c in await client.execute("query-commands")}
     for name in ["qmp_capabilities", "human-monitor-command", "getfd", "closefd",
-                 "x-write-fd", "stop", "cont", "query-status", "quit"]:
+                 "x-write-fd", "stop", "cont", "query-status", "query-version",
+                 "query-name", "yank", "quit"]:
         check(name in names, f"query-commands lacks {name}")
+    version = await client.execute("query-version")
+    check(version["qemu"] == greeting.QMP.version["qemu"], f"query-version {version}")
+    check(await client.execute("query-name") == {"name": "co_local"}, "query-name")
+    await client.disconnect()
+
+
+async def out_of_band(path):
+    # qemu.qmp enables the oob capability the greeting offers.
+    client = await connect(path, "oob")
+    check(await client.execute("yank", {"instances": []}, oob=True) == {}, "yank out-of-band")
+    await expect_error(client, "query-name", None, "GenericError",
+                       "The command query-name does not support OOB", oob=True)
+    slow = asyncio.ensure_future(client.execute(
+        "human-monitor-command", {"command-line": "report 2000 slow in-band"}))
+    await asyncio.sleep(0.05)
+    fast = await client.execute("yank", {"instances": []}, oob=True)
+    check(fast == {} and not slow.done(), "the out-of-band yank overtook the in-band command")
+    check(await slow == "slow in-band\n", "the in-band command after it")
     await client.disconnect()
 
 
@@ -149,6 +168,7 @@ def legacy_api(path):
 
 async def main(path):
     await negotiation(path)
+    await out_of_band(path)
     await concurrent_reports(path)
     await fd_passing(path)
     await events(path)

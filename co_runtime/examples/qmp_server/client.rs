@@ -46,11 +46,27 @@ impl QmpClient {
 
     /// Connects and negotiates capabilities.
     pub fn connect_negotiated(path: &Path) -> io::Result<QmpClient> {
+        QmpClient::connect_with(path, json!({}))
+    }
+
+    /// Connects and negotiates capabilities, the `oob` one enabled.
+    pub fn connect_oob(path: &Path) -> io::Result<QmpClient> {
+        QmpClient::connect_with(path, json!({"enable": ["oob"]}))
+    }
+
+    fn connect_with(path: &Path, args: Value) -> io::Result<QmpClient> {
         let (mut client, _) = QmpClient::connect(path)?;
         client
-            .execute("qmp_capabilities", json!({}))?
+            .execute("qmp_capabilities", args)?
             .map_err(|(class, desc)| io::Error::other(format!("{class}: {desc}")))?;
         Ok(client)
+    }
+
+    /// Sends one request (a JSON value) and a newline, without waiting.
+    pub fn send(&mut self, request: &Value) -> io::Result<()> {
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        self.send_raw(&line)
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {

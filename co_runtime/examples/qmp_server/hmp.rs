@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
-use crate::monitor::{error_report, monitor_printf, with_world, CoYielder};
-use crate::qmp;
+use crate::monitor::{error_report, monitor_printf, CoYielder};
+use crate::vm;
 
 /// The banner an HMP client gets on connecting, before the first prompt.
-pub const BANNER: &str = "QEMU 9.2.0 monitor - type 'help' for more information\r\n";
+pub fn banner() -> String {
+    let (major, minor, micro) = vm::VERSION;
+    format!("QEMU {major}.{minor}.{micro} monitor - type 'help' for more information\r\n")
+}
 /// The prompt, after the banner and after each command's output.
 pub const PROMPT: &str = "(qemu) ";
 /// A longer line is refused.
@@ -25,57 +28,86 @@ pub enum Handler {
     Co(fn(&CoYielder, &str)),
 }
 
-/// One HMP command.
+/// One HMP command: its names (`|` between aliases), its parameters and
+/// help as `help` shows them, and what runs it.
 #[derive(Debug)]
 pub struct Command {
-    pub name: &'static str,
-    pub args: &'static str,
+    pub names: &'static str,
+    pub params: &'static str,
     pub help: &'static str,
     pub handler: Handler,
 }
 
+impl Command {
+    fn is(&self, name: &str) -> bool {
+        self.names.split('|').any(|n| n == name)
+    }
+}
+
 pub static COMMANDS: &[Command] = &[
     Command {
-        name: "help",
-        args: "",
-        help: "show the commands",
+        names: "help|?",
+        params: "[cmd]",
+        help: "show the help",
         handler: Handler::Bh(help),
     },
     Command {
-        name: "info",
-        args: "status",
-        help: "show the VM status",
+        names: "info",
+        params: "[subcommand]",
+        help: "show various information about the server state",
         handler: Handler::Bh(info),
     },
     Command {
-        name: "stop",
-        args: "",
+        names: "stop",
+        params: "",
         help: "stop the VM",
         handler: Handler::Bh(stop),
     },
     Command {
-        name: "cont",
-        args: "",
+        names: "cont",
+        params: "",
         help: "resume the VM",
         handler: Handler::Bh(cont),
     },
     Command {
-        name: "report",
-        args: "MS TEXT",
+        names: "report",
+        params: "MS TEXT",
         help: "wait MS milliseconds on a timer, then error_report(TEXT)",
         handler: Handler::Co(report),
     },
     Command {
-        name: "report-now",
-        args: "TEXT",
+        names: "report-now",
+        params: "TEXT",
         help: "error_report(TEXT) at once, outside every coroutine",
         handler: Handler::Bh(report_now),
     },
     Command {
-        name: "quit",
-        args: "",
+        names: "quit",
+        params: "",
         help: "stop the server",
         handler: Handler::Bh(quit),
+    },
+];
+
+/// `info`'s subcommands.
+pub static INFO: &[Command] = &[
+    Command {
+        names: "name",
+        params: "",
+        help: "show the current VM name",
+        handler: Handler::Bh(info_name),
+    },
+    Command {
+        names: "status",
+        params: "",
+        help: "show the current VM status (running|paused)",
+        handler: Handler::Bh(info_status),
+    },
+    Command {
+        names: "version",
+        params: "",
+        help: "show the version of the server",
+        handler: Handler::Bh(info_version),
     },
 ];
 
@@ -87,7 +119,7 @@ pub fn lookup(line: &str) -> Option<(Handler, String)> {
     }
     let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     let rest = rest.trim_start().to_string();
-    match COMMANDS.iter().find(|c| c.name == name) {
+    match COMMANDS.iter().find(|c| c.is(name)) {
         Some(c) => Some((c.handler, rest)),
         None => Some((Handler::Bh(unknown), line.to_string())),
     }
@@ -112,45 +144,83 @@ fn unknown(line: &str) {
     monitor_printf(&format!("unknown command: '{name}'\n"));
 }
 
-fn help(_: &str) {
-    let mut text = String::new();
-    for c in COMMANDS {
-        let usage = format!("{} {}", c.name, c.args);
-        text.push_str(&format!("{:<20} -- {}\n", usage.trim_end(), c.help));
-    }
+fn help_line(prefix: &str, c: &Command) -> String {
+    format!("{prefix}{} {} -- {}\n", c.names, c.params, c.help)
+}
+
+/// `help` lists every command; `help CMD` the one named (or, for `info`,
+/// its subcommands); `help info SUB` one subcommand.
+fn help(rest: &str) {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let text = match words.as_slice() {
+        [] => COMMANDS.iter().map(|c| help_line("", c)).collect(),
+        ["info", sub @ ..] if COMMANDS[1].is("info") => match sub {
+            [] => INFO.iter().map(|c| help_line("info ", c)).collect(),
+            [sub, ..] => match INFO.iter().find(|c| c.is(sub)) {
+                Some(c) => help_line("info ", c),
+                None => format!("unknown command: 'info {sub}'\n"),
+            },
+        },
+        [name, ..] => match COMMANDS.iter().find(|c| c.is(name)) {
+            Some(c) => help_line("", c),
+            None => format!("unknown command: '{name}'\n"),
+        },
+    };
     monitor_printf(&text);
 }
 
 fn info(rest: &str) {
-    match rest.trim() {
-        "status" => {
-            let running = with_world(|w| w.vm_running);
-            monitor_printf(if running {
-                "VM status: running\n"
-            } else {
-                "VM status: paused\n"
-            });
-        }
-        "" => monitor_printf("info status -- show the VM status\n"),
-        other => monitor_printf(&format!("info: unknown subcommand '{other}'\n")),
+    let sub = rest.split_whitespace().next().unwrap_or_default();
+    if sub.is_empty() {
+        return help("info");
+    }
+    match INFO.iter().find(|c| c.is(sub)) {
+        Some(Command {
+            handler: Handler::Bh(f),
+            ..
+        }) => f(""),
+        _ => monitor_printf(&format!("unknown command: 'info {sub}'\n")),
     }
 }
 
+fn info_name(_: &str) {
+    monitor_printf(&format!("{}\n", vm::NAME));
+}
+
+fn info_status(_: &str) {
+    monitor_printf(if vm::running() {
+        "VM status: running\n"
+    } else {
+        "VM status: paused\n"
+    });
+}
+
+fn info_version(_: &str) {
+    let (major, minor, micro) = vm::VERSION;
+    monitor_printf(&format!("{major}.{minor}.{micro} ({})\n", vm::PACKAGE));
+}
+
 fn stop(_: &str) {
-    qmp::set_running(false);
+    vm::set_running(false);
 }
 
 fn cont(_: &str) {
-    qmp::set_running(true);
+    vm::set_running(true);
 }
 
 fn quit(_: &str) {
-    qmp::request_quit();
+    vm::request_quit("host-qmp-quit");
+}
+
+/// Splits `report`'s arguments: milliseconds and a text that is not empty.
+pub fn parse_report(rest: &str) -> Option<(u64, &str)> {
+    let (ms, text) = rest.trim().split_once(char::is_whitespace)?;
+    let text = text.trim_start();
+    (!text.is_empty()).then_some((ms.parse().ok()?, text))
 }
 
 fn report(y: &CoYielder, rest: &str) {
-    let (ms, text) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-    let Ok(ms) = ms.parse::<u64>() else {
+    let Some((ms, text)) = parse_report(rest) else {
         monitor_printf("report: usage: report MS TEXT\n");
         return;
     };
@@ -158,16 +228,20 @@ fn report(y: &CoYielder, rest: &str) {
         monitor_printf(&format!("report: at most {MAX_REPORT_MS} ms\n"));
         return;
     }
-    qmp::sleep(y, Duration::from_millis(ms));
-    error_report(text.trim_start());
+    vm::sleep(y, Duration::from_millis(ms));
+    error_report(text);
 }
 
 fn report_now(rest: &str) {
+    if rest.trim().is_empty() {
+        monitor_printf("report-now: usage: report-now TEXT\n");
+        return;
+    }
     error_report(rest);
 }
 
 /// Splits HMP input into lines. Lines longer than `MAX_LINE` are refused
-/// (an empty `Err` line in their place) and skipped to their end.
+/// (an `Err` line in their place) and skipped to their end.
 #[derive(Debug, Default)]
 pub struct LineBuffer {
     buf: Vec<u8>,
@@ -175,34 +249,32 @@ pub struct LineBuffer {
 }
 
 impl LineBuffer {
-    pub fn feed(
-        &mut self,
-        bytes: &[u8],
-        out: &mut std::collections::VecDeque<Result<String, String>>,
-    ) {
-        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
-            let complete = chunk.last() == Some(&b'\n');
-            if self.skipping {
-                if complete {
-                    self.skipping = false;
-                }
-                continue;
-            }
-            self.buf.extend_from_slice(chunk);
-            if complete && self.buf.len() > MAX_LINE {
-                self.buf.clear();
-                out.push_back(Err(format!("line longer than {MAX_LINE} bytes, ignored\n")));
-            } else if complete {
-                let line = String::from_utf8_lossy(&self.buf)
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string();
-                self.buf.clear();
-                out.push_back(Ok(line));
-            } else if self.buf.len() > MAX_LINE {
-                self.buf.clear();
-                self.skipping = true;
-                out.push_back(Err(format!("line longer than {MAX_LINE} bytes, ignored\n")));
-            }
+    /// Feeds bytes up to and including the first complete line, if any;
+    /// returns how many were taken and the line.
+    pub fn feed(&mut self, bytes: &[u8]) -> (usize, Option<Result<String, String>>) {
+        let (chunk, complete) = match bytes.iter().position(|&b| b == b'\n') {
+            Some(nl) => (&bytes[..=nl], true),
+            None => (bytes, false),
+        };
+        if self.skipping {
+            self.skipping = !complete;
+            return (chunk.len(), None);
         }
+        self.buf.extend_from_slice(chunk);
+        let too_long = format!("line longer than {MAX_LINE} bytes, ignored\n");
+        let line = if self.buf.len() > MAX_LINE {
+            self.buf = Vec::new();
+            self.skipping = !complete;
+            Some(Err(too_long))
+        } else if complete {
+            let line = String::from_utf8_lossy(&self.buf)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
+            self.buf.clear();
+            Some(Ok(line))
+        } else {
+            None
+        };
+        (chunk.len(), line)
     }
 }

@@ -5,81 +5,125 @@
 //! qmp_server --qmp PATH [--hmp PATH]   serve until `quit`, SIGINT or SIGTERM
 //! qmp_server                           the demo: server and clients over temporary sockets
 //! qmp_server --load CLIENTS COMMANDS   the load figures (commands/s, p50/p99, peak RSS)
+//! qmp_server --help                    this usage
 //! ```
 //!
-//! A main loop on `mio` drives stackful coroutines of `co_runtime`, as
-//! QEMU's main loop drives its coroutines: coroutine-capable commands
-//! (`human-monitor-command`, `x-write-fd`, HMP's `report`) suspend to it on
-//! timers and blocking descriptors, so commands of different monitors
-//! interleave. `error_report()` and the descriptor lookup of `x-write-fd`
-//! find their monitor through `CUR_MON` only, and every report is checked
-//! against the monitor whose command the dispatcher is running.
+//! QEMU's threads and coroutines, as the seed lists them: a monitor I/O
+//! thread reads every monitor and runs out-of-band commands at once,
+//! outside coroutine context (`CUR_MON` is that thread's own value while
+//! one runs); a main loop on `mio` runs in-band commands, coroutine-capable
+//! ones (`human-monitor-command`, `x-write-fd`, HMP's `report`) in stackful
+//! coroutines of `co_runtime` that suspend to it on timers and blocking
+//! descriptors, the others outside every coroutine. `error_report()` and
+//! the descriptor lookup of `x-write-fd` find their monitor through
+//! `CUR_MON` only, and every report is checked against the monitor whose
+//! command the reporting thread's dispatcher is running.
 //!
 //! Run the demo with `cargo run --release --example qmp_server`.
 
 mod client;
+mod demo;
 mod hmp;
+mod iothread;
+mod json;
 mod load;
 mod monitor;
 mod qmp;
+mod qobject;
 mod server;
 mod sys;
+mod vm;
 
-use std::io::Read;
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::thread;
-use std::time::Duration;
 
-use serde_json::{json, Value};
-
-use client::{HmpClient, QmpClient};
 use server::Config;
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() {
-        return match demo() {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("qmp_server: demo failed: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if args[0] == "--load" {
-        let clients = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(64);
-        let commands = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
-        return match load_figures(clients, commands) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("qmp_server: load failed: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
+const USAGE: &str = "\
+usage: qmp_server --qmp PATH [--hmp PATH]   serve QMP (and HMP) on Unix sockets
+                                           until quit, SIGINT or SIGTERM
+       qmp_server                          the demo, over temporary sockets
+       qmp_server --load CLIENTS COMMANDS  load figures (default 64 200)
+       qmp_server --help                   this text";
+
+/// What the command line asks for.
+enum Mode {
+    Demo,
+    Help,
+    Load(usize, usize),
+    Serve(Config),
+}
+
+fn parse_args() -> Result<Mode, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
     let mut config = Config {
         signals: true,
         ..Config::default()
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let slot = match arg.as_str() {
-            "--qmp" => &mut config.qmp,
-            "--hmp" => &mut config.hmp,
-            _ => return usage(&format!("unknown argument '{arg}'")),
-        };
-        match it.next() {
-            Some(path) => *slot = Some(PathBuf::from(path)),
-            None => return usage(&format!("{arg} needs a PATH")),
+    let mut load = None;
+    let mut any = false;
+    while let Some(arg) = parser.next()? {
+        any = true;
+        match arg {
+            Short('h') | Long("help") => return Ok(Mode::Help),
+            Long("qmp") => config.qmp = Some(PathBuf::from(parser.value()?)),
+            Long("hmp") => config.hmp = Some(PathBuf::from(parser.value()?)),
+            Long("load") => {
+                let mut numbers = parser.values().ok().into_iter().flatten();
+                let clients = numbers.next().map(|v| v.parse()).transpose()?;
+                let commands = numbers.next().map(|v| v.parse()).transpose()?;
+                if let Some(extra) = numbers.next() {
+                    return Err(lexopt::Error::UnexpectedValue {
+                        option: "load".into(),
+                        value: extra,
+                    });
+                }
+                load = Some((clients.unwrap_or(64), commands.unwrap_or(200)));
+            }
+            _ => return Err(arg.unexpected()),
         }
     }
-    if config.qmp.is_none() {
-        return usage("--qmp PATH is required");
+    if let Some((clients, commands)) = load {
+        if config.qmp.is_some() || config.hmp.is_some() {
+            return Err("--load takes no --qmp or --hmp".into());
+        }
+        return Ok(Mode::Load(clients, commands));
     }
-    let server = match server::Server::bind(&config) {
+    if !any {
+        return Ok(Mode::Demo);
+    }
+    if config.qmp.is_none() {
+        return Err("--qmp PATH is required".into());
+    }
+    Ok(Mode::Serve(config))
+}
+
+fn main() -> ExitCode {
+    let mode = match parse_args() {
+        Ok(mode) => mode,
+        Err(e) => {
+            eprintln!("qmp_server: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match mode {
+        Mode::Help => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Mode::Demo => demo::run(),
+        Mode::Load(clients, commands) => demo::load_figures(clients, commands),
+        Mode::Serve(config) => return serve(&config),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("qmp_server: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn serve(config: &Config) -> ExitCode {
+    let server = match server::Server::bind(config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("qmp_server: {e}");
@@ -99,330 +143,4 @@ fn main() -> ExitCode {
         }
         ExitCode::FAILURE
     }
-}
-
-fn usage(problem: &str) -> ExitCode {
-    eprintln!("qmp_server: {problem}");
-    eprintln!("usage: qmp_server --qmp PATH [--hmp PATH]");
-    eprintln!("       qmp_server                  (the demo)");
-    eprintln!("       qmp_server --load CLIENTS COMMANDS");
-    ExitCode::from(2)
-}
-
-/// A directory for the sockets, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> std::io::Result<TempDir> {
-        let dir = std::env::temp_dir().join(format!("qmp_server-{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        Ok(TempDir(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One monitor's transcript, as the demo prints it.
-#[derive(Default)]
-struct Transcript {
-    lines: Vec<String>,
-    crossed: Vec<String>,
-}
-
-fn short(v: &str) -> String {
-    let v = v.trim_end().replace('\n', "\\n");
-    if v.chars().count() > 90 {
-        format!("{}...", v.chars().take(87).collect::<String>())
-    } else {
-        v
-    }
-}
-
-impl Transcript {
-    fn qmp(&mut self, c: &mut QmpClient, name: &str, args: Value) -> std::io::Result<()> {
-        self.exec(c, name, args).map(drop)
-    }
-
-    fn exec(
-        &mut self,
-        c: &mut QmpClient,
-        name: &str,
-        args: Value,
-    ) -> std::io::Result<Result<Value, (String, String)>> {
-        let got = c.execute(name, args.clone())?;
-        let args = if args == json!({}) {
-            String::new()
-        } else {
-            format!(" {args}")
-        };
-        let shown = match &got {
-            Ok(v) => format!("return {}", short(&v.to_string())),
-            Err((class, desc)) => format!("error {class}: {desc}"),
-        };
-        self.lines.push(format!("  -> {name}{args}"));
-        self.lines.push(format!("  <- {shown}"));
-        Ok(got)
-    }
-
-    /// `human-monitor-command` with a report that must come back here.
-    fn hmc_report(&mut self, c: &mut QmpClient, ms: u64, text: &str) -> std::io::Result<()> {
-        let got = self.exec(
-            c,
-            "human-monitor-command",
-            json!({"command-line": format!("report {ms} {text}")}),
-        )?;
-        if got.as_ref().ok().and_then(Value::as_str) != Some(format!("{text}\n").as_str()) {
-            self.crossed.push(format!("'{text}' came back as {got:?}"));
-        }
-        Ok(())
-    }
-
-    fn hmp(&mut self, c: &mut HmpClient, line: &str) -> std::io::Result<String> {
-        let out = c.cmd(line)?;
-        self.lines.push(format!("  (qemu) {line}"));
-        for l in out.lines() {
-            self.lines.push(format!("  {}", short(l)));
-        }
-        Ok(out)
-    }
-}
-
-fn qmp_a(path: &Path) -> std::io::Result<Transcript> {
-    let mut t = Transcript::default();
-    let (mut c, greeting) = QmpClient::connect(path)?;
-    t.lines
-        .push(format!("  <- {}", short(&greeting.to_string())));
-    t.qmp(&mut c, "query-status", json!({}))?;
-    t.qmp(&mut c, "qmp_capabilities", json!({}))?;
-    t.hmc_report(&mut c, 40, "qmp-A: slow report, 40 ms on a timer")?;
-    // Pass one end of a socket pair; x-write-fd writes to it.
-    let (mine, theirs) = UnixStream::pair()?;
-    c.send_fd(theirs.as_fd())?;
-    drop(theirs);
-    t.lines.push("  -> (SCM_RIGHTS: one descriptor)".into());
-    t.qmp(&mut c, "getfd", json!({"fdname": "log"}))?;
-    t.qmp(
-        &mut c,
-        "x-write-fd",
-        json!({"fdname": "log", "data": "hello through the passed fd\n"}),
-    )?;
-    mine.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut buf = [0; 64];
-    let n = (&mine).read(&mut buf)?;
-    t.lines.push(format!(
-        "  (the pipe's other end reads {:?})",
-        String::from_utf8_lossy(&buf[..n])
-    ));
-    t.qmp(&mut c, "getfd", json!({"fdname": "again"}))?;
-    t.hmc_report(&mut c, 5, "qmp-A: second report")?;
-    t.qmp(&mut c, "closefd", json!({"fdname": "log"}))?;
-    Ok(t)
-}
-
-fn qmp_b(path: &Path) -> std::io::Result<Transcript> {
-    let mut t = Transcript::default();
-    let mut c = QmpClient::connect_negotiated(path)?;
-    t.lines.push("  (negotiated)".into());
-    t.hmc_report(&mut c, 10, "qmp-B: quick report")?;
-    t.qmp(&mut c, "closefd", json!({"fdname": "log"}))?;
-    c.send_raw(b"{\"execute\": oops}\n")?;
-    let reply = c.reply()?;
-    t.lines.push("  -> {\"execute\": oops}".into());
-    t.lines.push(format!("  <- {}", short(&reply.to_string())));
-    t.qmp(&mut c, "no-such-command", json!({}))?;
-    t.qmp(&mut c, "getfd", json!({}))?;
-    t.qmp(&mut c, "human-monitor-command", json!({"command-line": 42}))?;
-    t.hmc_report(&mut c, 25, "qmp-B: report after the errors")?;
-    Ok(t)
-}
-
-fn hmp_1(path: &Path) -> std::io::Result<Transcript> {
-    let mut t = Transcript::default();
-    let (mut c, banner) = HmpClient::connect(path)?;
-    t.lines.push(format!("  {}", short(&banner)));
-    t.hmp(&mut c, "info status")?;
-    for (line, want) in [
-        ("report 30 hmp-1: after 30 ms", "hmp-1: after 30 ms"),
-        ("report-now hmp-1: right away", "hmp-1: right away"),
-    ] {
-        let out = t.hmp(&mut c, line)?;
-        if out.trim_end() != want {
-            t.crossed.push(format!("'{line}' printed {out:?}"));
-        }
-    }
-    t.hmp(&mut c, "bogus")?;
-    Ok(t)
-}
-
-fn hmp_2(path: &Path) -> std::io::Result<Transcript> {
-    let mut t = Transcript::default();
-    let (mut c, _) = HmpClient::connect(path)?;
-    let out = t.hmp(&mut c, "report 20 hmp-2: hello")?;
-    if out.trim_end() != "hmp-2: hello" {
-        t.crossed.push(format!("hmp-2's report printed {out:?}"));
-    }
-    // A client that leaves while its command waits: the command is dropped.
-    let (mut gone, _) = HmpClient::connect(path)?;
-    gone.send("report 5000 nobody will read this")?;
-    thread::sleep(Duration::from_millis(20));
-    drop(gone);
-    t.lines
-        .push("  (another HMP client sent 'report 5000 ...' and hung up)".into());
-    Ok(t)
-}
-
-fn events(path: &Path) -> std::io::Result<Transcript> {
-    let mut t = Transcript::default();
-    let mut a = QmpClient::connect_negotiated(path)?;
-    let mut b = QmpClient::connect_negotiated(path)?;
-    t.qmp(&mut a, "stop", json!({}))?;
-    t.qmp(&mut b, "query-status", json!({}))?;
-    t.qmp(&mut a, "cont", json!({}))?;
-    t.qmp(&mut b, "query-status", json!({}))?;
-    for (who, c) in [("first", &a), ("second", &b)] {
-        let names: Vec<&str> = c
-            .events
-            .iter()
-            .filter_map(|e| e["event"].as_str())
-            .collect();
-        t.lines
-            .push(format!("  the {who} client got events {names:?}"));
-        if names != ["STOP", "RESUME"] {
-            t.crossed
-                .push(format!("the {who} client got events {names:?}"));
-        }
-    }
-    Ok(t)
-}
-
-fn demo() -> std::io::Result<ExitCode> {
-    let dir = TempDir::new("demo")?;
-    let qmp_path = dir.0.join("qmp.sock");
-    let hmp_path = dir.0.join("hmp.sock");
-    let (stop, server) = server::spawn(Config {
-        qmp: Some(qmp_path.clone()),
-        hmp: Some(hmp_path.clone()),
-        signals: false,
-    })?;
-    println!(
-        "server on {} (QMP) and {} (HMP)",
-        qmp_path.display(),
-        hmp_path.display()
-    );
-
-    type Script = fn(&Path) -> std::io::Result<Transcript>;
-    let scripts: [(&str, Script, &PathBuf); 4] = [
-        ("QMP monitor A", qmp_a, &qmp_path),
-        ("QMP monitor B", qmp_b, &qmp_path),
-        ("HMP monitor 1", hmp_1, &hmp_path),
-        ("HMP monitor 2", hmp_2, &hmp_path),
-    ];
-    let mut results = Vec::new();
-    thread::scope(|s| {
-        let handles: Vec<_> = scripts
-            .iter()
-            .map(|(name, f, path)| (name, s.spawn(move || f(path))))
-            .collect();
-        for (name, h) in handles {
-            results.push((
-                name.to_string(),
-                h.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("panicked"))),
-            ));
-        }
-    });
-    results.push(("STOP/RESUME to every QMP monitor".into(), events(&qmp_path)));
-
-    let load = load::run(&qmp_path, 16, 100)?;
-    stop.stop();
-    let stats = server
-        .join()
-        .map_err(|_| std::io::Error::other("the server thread panicked"))?;
-
-    let mut broken: Vec<String> = stats.violations.clone();
-    for (name, result) in &results {
-        println!("\n== {name}");
-        match result {
-            Ok(t) => {
-                for l in &t.lines {
-                    println!("{l}");
-                }
-                broken.extend(t.crossed.iter().map(|c| format!("{name}: {c}")));
-            }
-            Err(e) => broken.push(format!("{name}: client failed: {e}")),
-        }
-    }
-    broken.extend(load.crossed.iter().map(|c| format!("load: {c}")));
-    println!(
-        "\n== load: 16 QMP clients x 100 human-monitor-command 'report'\n  {} commands in {:.2?}: {:.0} commands/s, p50 {} µs, p99 {} µs",
-        load.commands,
-        load.elapsed,
-        load.per_second(),
-        load.percentile(0.5).as_micros(),
-        load.percentile(0.99).as_micros(),
-    );
-    println!(
-        "  server: {} commands, {} reports ({} to stderr), peak {} in flight, {} cancelled",
-        stats.commands, stats.reports, stats.stderr_reports, stats.peak_in_flight, stats.cancelled
-    );
-    println!();
-    if broken.is_empty() && stats.reports > 0 {
-        println!(
-            "invariant held: {} reports, each at the monitor running its command",
-            stats.reports
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for b in &broken {
-            println!("invariant broken: {b}");
-        }
-        if stats.reports == 0 {
-            println!("invariant not checked: no report was made");
-        }
-        Ok(ExitCode::FAILURE)
-    }
-}
-
-fn load_figures(clients: usize, commands: usize) -> std::io::Result<ExitCode> {
-    let dir = TempDir::new("load")?;
-    let qmp_path = dir.0.join("qmp.sock");
-    let (stop, server) = server::spawn(Config {
-        qmp: Some(qmp_path.clone()),
-        ..Config::default()
-    })?;
-    let load = load::run(&qmp_path, clients, commands)?;
-    stop.stop();
-    let stats = server
-        .join()
-        .map_err(|_| std::io::Error::other("the server thread panicked"))?;
-    println!("{clients} clients x {commands} commands (human-monitor-command 'report 0|1 TAG')");
-    println!(
-        "{} commands in {:.2?}: {:.0} commands/s, p50 {} µs, p99 {} µs",
-        load.commands,
-        load.elapsed,
-        load.per_second(),
-        load.percentile(0.5).as_micros(),
-        load.percentile(0.99).as_micros()
-    );
-    println!(
-        "server: {} reports checked, {} violations, peak {} commands in flight, peak output backlog {} bytes",
-        stats.reports,
-        stats.violations.len(),
-        stats.peak_in_flight,
-        stats.peak_out
-    );
-    if let Some(kib) = load::peak_rss_kib() {
-        println!("peak RSS of the process (server and clients): {kib} KiB");
-    }
-    println!("crossed reports: {}", load.crossed.len());
-    Ok(if load.crossed.is_empty() && stats.violations.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

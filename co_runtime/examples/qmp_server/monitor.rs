@@ -3,17 +3,24 @@
 //! Like QEMU, the server keeps one table of monitors (its `mon_list`) and
 //! one "current monitor" per coroutine: `CUR_MON`, a `co_local!`. The code
 //! that reports errors or looks up a file descriptor by name asks `CUR_MON`;
-//! nothing hands it a monitor. The dispatcher, which knows which monitor's
-//! command it is running, records that in `World::running`, and every
-//! report is checked against it.
+//! nothing hands it a monitor. Two threads share the table: the main loop
+//! (in-band commands, in coroutines or outside them) and the monitor I/O
+//! thread (sockets, and out-of-band commands, outside every coroutine with
+//! `CUR_MON` set on the thread's own block). Each records which monitor's
+//! command it is running, and every report is checked against the record
+//! of the thread it is made on.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use co_local::co_local;
 use co_runtime::Yielder;
+use mio::Waker;
+
+use crate::json::Message;
 
 /// A monitor's identity: never reused while the server runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,7 +28,8 @@ pub struct MonId(pub u64);
 
 co_local! {
     /// The monitor whose command is running on this coroutine (or, outside
-    /// every coroutine, in the main loop's bottom half), if any.
+    /// every coroutine, on this thread: the main loop's bottom half, or an
+    /// out-of-band command on the I/O thread), if any.
     pub static CUR_MON: Cell<Option<MonId>> = const { Cell::new(None) };
 }
 
@@ -55,6 +63,13 @@ impl Kind {
     }
 }
 
+/// A request the I/O thread read, for the main loop.
+#[derive(Debug)]
+pub enum Request {
+    Qmp(Message),
+    Hmp(Result<String, String>),
+}
+
 /// At most this many descriptors received with `SCM_RIGHTS` wait for `getfd`
 /// in one monitor; more are closed on arrival.
 pub const MAX_PENDING_FDS: usize = 8;
@@ -65,6 +80,10 @@ pub const MAX_NAMED_FDS: usize = 32;
 pub const OUT_SOFT_LIMIT: usize = 1 << 20;
 /// Above this many bytes of unsent output, events for the monitor are dropped.
 pub const OUT_HARD_LIMIT: usize = 4 << 20;
+/// With the `oob` capability, at most this many in-band requests wait per
+/// monitor (QEMU's `QMP_REQ_QUEUE_LEN_MAX`); without it, one is read only
+/// once the previous one is done.
+pub const MAX_QUEUE: usize = 8;
 
 /// One monitor of the table.
 #[derive(Debug)]
@@ -76,38 +95,86 @@ pub struct Monitor {
     pub out: Vec<u8>,
     /// QMP: `qmp_capabilities` has been accepted.
     pub negotiated: bool,
+    /// QMP: the `oob` capability was enabled.
+    pub oob: bool,
     /// Descriptors received with `SCM_RIGHTS`, oldest first, for `getfd`.
     pub pending_fds: VecDeque<OwnedFd>,
     /// Descriptors named with `getfd`.
     pub named_fds: BTreeMap<String, OwnedFd>,
+    /// In-band requests read by the I/O thread, oldest first.
+    pub queue: VecDeque<Request>,
+    /// The main loop is running one of this monitor's requests.
+    pub busy: bool,
+    /// The client is gone (the I/O thread closed the socket).
+    pub hung_up: bool,
+}
+
+impl Monitor {
+    /// Whether the I/O thread may read another request for this monitor.
+    pub fn has_room(&self) -> bool {
+        if self.out.len() >= OUT_SOFT_LIMIT {
+            return false;
+        }
+        if self.oob {
+            self.queue.len() < MAX_QUEUE
+        } else {
+            self.queue.is_empty() && !self.busy
+        }
+    }
 }
 
 /// Counters, for the demo's figures and the tests.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub commands: u64,
+    pub oob_commands: u64,
     pub reports: u64,
+    pub oob_reports: u64,
     pub stderr_reports: u64,
     pub violations: Vec<String>,
     pub in_flight: usize,
     pub peak_in_flight: usize,
     pub peak_out: usize,
+    pub peak_queue: usize,
+    /// The most bytes one monitor's JSON reader held for an incomplete
+    /// message.
+    pub peak_parser_bytes: usize,
     pub fds_refused: u64,
     pub events_dropped: u64,
     pub cancelled: u64,
     pub panics: u64,
 }
 
-/// The server's global state, one per server thread.
+/// Which of the server's threads this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Main,
+    Io,
+}
+
+/// The server's state, shared by its main loop and its I/O thread.
 #[derive(Debug, Default)]
 pub struct World {
     pub monitors: BTreeMap<MonId, Monitor>,
     next_id: u64,
-    /// Which monitor's command the dispatcher is running right now, and
-    /// which command: the truth `CUR_MON` is checked against.
-    pub running: Option<(MonId, String)>,
+    /// Which monitor's command the main loop runs right now, and which
+    /// command: the truth `CUR_MON` is checked against on that thread.
+    pub running_main: Option<(MonId, String)>,
+    /// The same for the I/O thread's out-of-band command.
+    pub running_io: Option<(MonId, String)>,
     pub vm_running: bool,
-    pub quit: bool,
+    /// Why the server stops (`SHUTDOWN`'s reason), once asked to.
+    pub quit: Option<&'static str>,
+    /// `SHUTDOWN` went out: the I/O thread flushes and stops.
+    pub stopping: bool,
+    /// Monitors an out-of-band `yank` shut down, for the I/O thread.
+    pub yanked: Vec<MonId>,
+    /// The I/O thread has output to write or room to read again: wake it.
+    pub io_kick: bool,
+    /// The monitors it has to look at again.
+    pub io_dirty: BTreeSet<MonId>,
+    /// Reports meant for stderr are counted, not printed.
+    pub quiet: bool,
     pub stats: Stats,
 }
 
@@ -130,8 +197,12 @@ impl World {
                 kind,
                 out: Vec::new(),
                 negotiated: false,
+                oob: false,
                 pending_fds: VecDeque::new(),
                 named_fds: BTreeMap::new(),
+                queue: VecDeque::new(),
+                busy: false,
+                hung_up: false,
             },
         );
         id
@@ -168,26 +239,63 @@ impl World {
             .sum()
     }
 
-    pub fn note_out(&mut self, id: MonId) {
-        if let Some(m) = self.monitors.get(&id) {
+    /// Appends bytes to a monitor's output (for the I/O thread to write).
+    pub fn output(&mut self, id: MonId, bytes: &[u8]) {
+        if let Some(m) = self.monitors.get_mut(&id) {
+            m.out.extend_from_slice(bytes);
             self.stats.peak_out = self.stats.peak_out.max(m.out.len());
+            self.io_kick = true;
+            self.io_dirty.insert(id);
         }
     }
 }
 
-std::thread_local! {
-    static WORLD: RefCell<World> = RefCell::new(World::new());
+/// One server's shared state and the wakers of its two threads.
+#[derive(Debug)]
+pub struct Shared {
+    world: Mutex<World>,
+    pub main_waker: Waker,
+    pub io_waker: Waker,
 }
 
-/// Runs `f` on this thread's world. Not reentrant: `f` must not call
+impl Shared {
+    pub fn new(main_waker: Waker, io_waker: Waker) -> Arc<Shared> {
+        Arc::new(Shared {
+            world: Mutex::new(World::new()),
+            main_waker,
+            io_waker,
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+std::thread_local! {
+    static SHARED: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    static ROLE: Cell<Role> = const { Cell::new(Role::Main) };
+}
+
+/// Makes `shared` this thread's server, in `role`.
+pub fn enter_server(shared: Arc<Shared>, role: Role) {
+    SHARED.with_borrow_mut(|s| *s = Some(shared));
+    ROLE.set(role);
+}
+
+/// This thread's server.
+pub fn shared() -> Arc<Shared> {
+    SHARED
+        .with_borrow(|s| s.clone())
+        .expect("no qmp_server on this thread")
+}
+
+/// Runs `f` on this thread's server state. Not reentrant: `f` must not call
 /// `error_report`, `monitor_printf` or `with_world`.
 pub fn with_world<R>(f: impl FnOnce(&mut World) -> R) -> R {
-    WORLD.with_borrow_mut(f)
-}
-
-/// Starts this thread's world afresh (a new server on the thread).
-pub fn reset_world() {
-    WORLD.with_borrow_mut(|w| *w = World::new());
+    let shared = shared();
+    let mut world = shared.lock();
+    f(&mut world)
 }
 
 /// Where a report went.
@@ -207,37 +315,44 @@ impl fmt::Display for Destination {
 }
 
 /// QEMU's `error_report()`: prints `msg` to the current monitor if it is an
-/// HMP one, to stderr otherwise. Knows nothing of commands or coroutines:
-/// only `CUR_MON`. Checks the seed's invariant on every call: the report is
-/// at the monitor whose command the dispatcher is running (through a
-/// temporary HMP monitor of that command), or at stderr outside commands.
+/// HMP one, to stderr otherwise. Knows nothing of commands, coroutines or
+/// threads: only `CUR_MON`. Checks the seed's invariant on every call: the
+/// report is at the monitor whose command this thread's dispatcher is
+/// running (through a temporary HMP monitor of that command), or at stderr
+/// outside commands.
 pub fn error_report(msg: &str) -> Destination {
     let cur = CUR_MON.get();
+    let role = ROLE.get();
     let (dest, to_stderr) = with_world(|w| {
         w.stats.reports += 1;
+        if role == Role::Io {
+            w.stats.oob_reports += 1;
+        }
         let landed = cur.map(|id| w.root(id));
-        let running = w.running.as_ref().map(|(id, _)| *id);
+        let record = match role {
+            Role::Main => &w.running_main,
+            Role::Io => &w.running_io,
+        };
+        let running = record.as_ref().map(|(id, _)| *id);
         if landed != running {
-            let what = match &w.running {
+            let what = match record {
                 Some((id, cmd)) => format!("{}'s command '{cmd}'", w.name(Some(*id))),
-                None => "no command (main loop)".into(),
+                None => "no command".into(),
             };
             let v = format!(
-                "report {msg:?} landed at {} while the dispatcher ran {what}",
+                "report {msg:?} landed at {} while the {role:?} thread ran {what}",
                 w.name(cur)
             );
             w.stats.violations.push(v);
         }
-        match cur.and_then(|id| w.monitors.get_mut(&id).map(|m| (id, m))) {
-            Some((id, m)) if m.kind.is_hmp() => {
-                m.out.extend_from_slice(msg.as_bytes());
-                m.out.extend_from_slice(b"\r\n");
-                w.note_out(id);
+        match cur.filter(|id| w.monitors.get(id).is_some_and(|m| m.kind.is_hmp())) {
+            Some(id) => {
+                w.output(id, format!("{msg}\r\n").as_bytes());
                 (Destination::Monitor(id), false)
             }
-            _ => {
+            None => {
                 w.stats.stderr_reports += 1;
-                (Destination::Stderr, true)
+                (Destination::Stderr, !w.quiet)
             }
         }
     });
@@ -250,16 +365,12 @@ pub fn error_report(msg: &str) -> Destination {
 /// QEMU's `monitor_printf()` to the current monitor, for HMP commands'
 /// output: appends `text` to `CUR_MON`'s output if it is an HMP monitor.
 pub fn monitor_printf(text: &str) {
-    let cur = CUR_MON.get();
+    let Some(cur) = CUR_MON.get() else {
+        return;
+    };
     with_world(|w| {
-        if let Some(id) = cur {
-            if let Some(m) = w.monitors.get_mut(&id) {
-                if m.kind.is_hmp() {
-                    m.out
-                        .extend_from_slice(text.replace('\n', "\r\n").as_bytes());
-                    w.note_out(id);
-                }
-            }
+        if w.monitors.get(&cur).is_some_and(|m| m.kind.is_hmp()) {
+            w.output(cur, text.replace('\n', "\r\n").as_bytes());
         }
     });
 }
@@ -280,14 +391,18 @@ pub fn with_cur_fd<R>(name: &str, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option
 #[derive(Debug)]
 pub struct CaptureMonitor {
     id: MonId,
+    shared: Arc<Shared>,
 }
 
 impl CaptureMonitor {
     /// Makes the temporary HMP monitor, child of the current one.
     pub fn new() -> CaptureMonitor {
         let parent = CUR_MON.get();
-        let id = with_world(|w| w.add_monitor(Kind::HmpCapture { parent }, "hmp-capture"));
-        CaptureMonitor { id }
+        let shared = shared();
+        let id = shared
+            .lock()
+            .add_monitor(Kind::HmpCapture { parent }, "hmp-capture");
+        CaptureMonitor { id, shared }
     }
 
     /// Runs `f` with this monitor as `CUR_MON` (`LocalKey::scope`: the
@@ -300,28 +415,25 @@ impl CaptureMonitor {
 
     /// The output captured so far, taken.
     pub fn take_output(&self) -> Vec<u8> {
-        with_world(|w| {
-            w.monitors
-                .get_mut(&self.id)
-                .map(|m| std::mem::take(&mut m.out))
-                .unwrap_or_default()
-        })
+        self.shared
+            .lock()
+            .monitors
+            .get_mut(&self.id)
+            .map(|m| std::mem::take(&mut m.out))
+            .unwrap_or_default()
     }
 }
 
 impl Drop for CaptureMonitor {
     fn drop(&mut self) {
-        // Never panic here: this runs while a dropped coroutine unwinds.
-        let _ = WORLD.try_with(|w| {
-            if let Ok(mut w) = w.try_borrow_mut() {
-                w.monitors.remove(&self.id);
-            }
-        });
+        // Never called with the lock held on this thread: the main loop drops
+        // commands outside `with_world`.
+        self.shared.lock().monitors.remove(&self.id);
     }
 }
 
-/// Sets `CUR_MON` on the current block (the main loop's, for a bottom
-/// half) until dropped, then puts the previous value back.
+/// Sets `CUR_MON` on the current block (this thread's own, outside every
+/// coroutine) until dropped, then puts the previous value back.
 #[derive(Debug)]
 pub struct CurMonGuard {
     previous: Option<MonId>,
@@ -339,4 +451,43 @@ impl Drop for CurMonGuard {
     fn drop(&mut self) {
         CUR_MON.set(self.previous);
     }
+}
+
+/// Between commands a thread has no current monitor: a violation otherwise.
+pub fn check_idle_cur_mon(place: &str) {
+    if let Some(cur) = CUR_MON.get() {
+        let role = ROLE.get();
+        with_world(|w| {
+            let v = format!("{role:?} thread saw CUR_MON {} {place}", w.name(Some(cur)));
+            w.stats.violations.push(v);
+        });
+    }
+}
+
+/// Records that this thread runs `name` for monitor `id` (`None`: nothing)
+/// and returns what it ran before.
+pub fn set_running(id: Option<(MonId, String)>) -> Option<(MonId, String)> {
+    let role = ROLE.get();
+    with_world(|w| match role {
+        Role::Main => std::mem::replace(&mut w.running_main, id),
+        Role::Io => std::mem::replace(&mut w.running_io, id),
+    })
+}
+
+/// Runs a command outside every coroutine on this thread (the main loop's
+/// bottom half, or an out-of-band command on the I/O thread), with
+/// `CUR_MON` set on the thread's own block and the thread's record of what
+/// it runs set, for the command's duration. `Err` if it panicked.
+pub fn run_outside_coroutines<R>(id: MonId, name: &str, f: impl FnOnce() -> R) -> Result<R, ()> {
+    let before = set_running(Some((id, name.to_string())));
+    let result = {
+        let _cur = CurMonGuard::set(Some(id));
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ())
+    };
+    set_running(before);
+    if result.is_err() {
+        with_world(|w| w.stats.panics += 1);
+    }
+    check_idle_cur_mon("after a command outside coroutines");
+    result
 }

@@ -1,40 +1,24 @@
-//! QMP: the JSON stream, request checking, the commands, events.
+//! QMP: request checking, the commands, replies.
 //!
 //! Wire facts follow QEMU's docs/interop/qmp-spec and its dispatcher: the
-//! greeting, `qmp_capabilities` first, `{"execute", "arguments", "id"}`
-//! answered by `{"return"}` or `{"error": {"class", "desc"}}` with the `id`
-//! echoed, events with a timestamp, and QEMU's error classes and messages.
+//! greeting offering `oob`, `qmp_capabilities` first, `{"execute" |
+//! "exec-oob", "arguments", "id"}` answered by `{"return"}` or `{"error":
+//! {"class", "desc"}}` with the `id` echoed, QEMU's error classes and
+//! messages, checked in QEMU's order (the members of a request in the order
+//! QEMU's dictionary iterates them).
 
-use std::collections::VecDeque;
 use std::io;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::hmp;
 use crate::monitor::{
-    error_report, with_cur_fd, with_world, CaptureMonitor, CoYielder, Kind, Wait, CUR_MON,
-    MAX_NAMED_FDS, OUT_HARD_LIMIT,
+    error_report, run_outside_coroutines, with_cur_fd, with_world, CaptureMonitor, CoYielder, Kind,
+    MonId, Wait, CUR_MON, MAX_NAMED_FDS,
 };
+use crate::qobject::{QDict, QObject};
 use crate::sys;
-
-/// A message larger than this (still incomplete) is refused.
-pub const MAX_MESSAGE: usize = 4 << 20;
-
-/// The greeting, sent when a client connects.
-pub fn greeting() -> Value {
-    json!({"QMP": {
-        "version": {"qemu": {"major": 9, "minor": 2, "micro": 0}, "package": "co_local qmp_server"},
-        "capabilities": []
-    }})
-}
-
-/// One line of QMP output.
-pub fn encode(value: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
-    bytes.extend_from_slice(b"\r\n");
-    bytes
-}
+use crate::vm;
 
 /// A QMP error: class and description.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,127 +43,56 @@ impl QmpError {
     }
 }
 
+/// The greeting, sent when a client connects.
+pub fn greeting() -> QObject {
+    QObject::from(json!({"QMP": {
+        "version": vm::version_info(),
+        "capabilities": ["oob"],
+    }}))
+}
+
 /// The response to a request with `id` (if it had one).
-pub fn response(result: Result<Value, QmpError>, id: Option<Value>) -> Value {
-    let mut obj = Map::new();
+pub fn response(result: Result<QObject, QmpError>, id: Option<QObject>) -> QObject {
+    let mut rsp = QDict::new();
     match result {
-        Ok(v) => obj.insert("return".into(), v),
-        Err(e) => obj.insert("error".into(), json!({"class": e.class, "desc": e.desc})),
-    };
+        Ok(v) => rsp.insert("return", v),
+        Err(e) => {
+            let mut err = QDict::new();
+            err.insert("class", QObject::Str(e.class.into()));
+            err.insert("desc", QObject::Str(e.desc));
+            rsp.insert("error", QObject::Dict(err));
+        }
+    }
     if let Some(id) = id {
-        obj.insert("id".into(), id);
+        rsp.insert("id", id);
     }
-    Value::Object(obj)
-}
-
-// ----------------------------------------------------------------------------
-// The input stream.
-
-/// Splits a byte stream into JSON values: a value may span reads, a read
-/// may hold several. After a syntax error, input is skipped up to the next
-/// newline after the error, so one bad line does not end the session.
-#[derive(Debug, Default)]
-pub struct JsonStream {
-    buf: Vec<u8>,
-    skip_line: bool,
-}
-
-impl JsonStream {
-    pub fn feed(&mut self, mut bytes: &[u8], out: &mut VecDeque<Result<Value, QmpError>>) {
-        if self.skip_line {
-            match bytes.iter().position(|&b| b == b'\n') {
-                Some(nl) => {
-                    self.skip_line = false;
-                    bytes = &bytes[nl + 1..];
-                }
-                None => return,
-            }
-        }
-        self.buf.extend_from_slice(bytes);
-        loop {
-            let start = self
-                .buf
-                .iter()
-                .position(|b| !b" \t\r\n".contains(b))
-                .unwrap_or(self.buf.len());
-            self.buf.drain(..start);
-            if self.buf.is_empty() {
-                return;
-            }
-            let mut values = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
-            match values.next() {
-                None => {
-                    self.buf.clear();
-                    return;
-                }
-                Some(Ok(value)) => {
-                    let used = values.byte_offset();
-                    self.buf.drain(..used);
-                    out.push_back(Ok(value));
-                }
-                Some(Err(e)) if e.is_eof() => {
-                    if self.buf.len() > MAX_MESSAGE {
-                        out.push_back(Err(QmpError::generic(format!(
-                            "JSON parse error, message longer than {MAX_MESSAGE} bytes"
-                        ))));
-                        self.resync(self.buf.len());
-                    }
-                    return;
-                }
-                Some(Err(e)) => {
-                    let at = offset_of(&self.buf, e.line(), e.column());
-                    out.push_back(Err(QmpError::generic(format!("JSON parse error, {e}"))));
-                    self.resync(at);
-                }
-            }
-        }
-    }
-
-    /// Drops the buffer through the first newline at or after `at`, or all
-    /// of it and what comes until the next newline.
-    fn resync(&mut self, at: usize) {
-        let at = at.min(self.buf.len());
-        match self.buf[at..].iter().position(|&b| b == b'\n') {
-            Some(nl) => {
-                self.buf.drain(..at + nl + 1);
-            }
-            None => {
-                self.buf.clear();
-                self.skip_line = true;
-            }
-        }
-    }
-}
-
-/// The byte offset of serde_json's (line, column), both from 1.
-fn offset_of(buf: &[u8], line: usize, column: usize) -> usize {
-    let mut offset = 0;
-    for _ in 1..line {
-        match buf[offset..].iter().position(|&b| b == b'\n') {
-            Some(nl) => offset += nl + 1,
-            None => return buf.len(),
-        }
-    }
-    (offset + column.saturating_sub(1)).min(buf.len())
+    QObject::Dict(rsp)
 }
 
 // ----------------------------------------------------------------------------
 // Commands.
 
-/// A command's handler: a bottom half runs in the main loop, outside every
-/// coroutine; a coroutine handler runs in a coroutine of its own.
+type Args = QDict;
+type Reply = Result<Value, QmpError>;
+
+/// A command's handler: a bottom half runs outside every coroutine (in the
+/// main loop, or out-of-band in the I/O thread); a coroutine handler runs
+/// in a coroutine of its own in the main loop.
 #[derive(Clone, Copy, Debug)]
 pub enum Handler {
-    Bh(fn(&Map<String, Value>) -> Result<Value, QmpError>),
-    Co(fn(&CoYielder, &Map<String, Value>) -> Result<Value, QmpError>),
+    Bh(fn(&Args) -> Reply),
+    Co(fn(&CoYielder, &Args) -> Reply),
 }
 
-/// A parameter's type.
+/// A parameter's type, as QAPI checks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ty {
     Str,
     Int,
-    Array,
+    /// A list of `QMPCapability` (`"oob"`).
+    Capabilities,
+    /// A list of `YankInstance`.
+    YankInstances,
 }
 
 /// A command of the table.
@@ -189,35 +102,36 @@ pub struct Command {
     /// Parameters: name, type, required.
     pub params: &'static [(&'static str, Ty, bool)],
     pub handler: Handler,
+    /// May run out-of-band (`exec-oob`).
+    pub allow_oob: bool,
+}
+
+const fn bh(
+    name: &'static str,
+    params: &'static [(&'static str, Ty, bool)],
+    f: fn(&Args) -> Reply,
+) -> Command {
+    Command {
+        name,
+        params,
+        handler: Handler::Bh(f),
+        allow_oob: false,
+    }
 }
 
 /// Every QMP command.
 pub static COMMANDS: &[Command] = &[
-    Command {
-        name: "qmp_capabilities",
-        params: &[("enable", Ty::Array, false)],
-        handler: Handler::Bh(qmp_capabilities),
-    },
-    Command {
-        name: "query-commands",
-        params: &[],
-        handler: Handler::Bh(query_commands),
-    },
-    Command {
-        name: "query-status",
-        params: &[],
-        handler: Handler::Bh(query_status),
-    },
-    Command {
-        name: "stop",
-        params: &[],
-        handler: Handler::Bh(stop),
-    },
-    Command {
-        name: "cont",
-        params: &[],
-        handler: Handler::Bh(cont),
-    },
+    bh(
+        "qmp_capabilities",
+        &[("enable", Ty::Capabilities, false)],
+        qmp_capabilities,
+    ),
+    bh("query-commands", &[], query_commands),
+    bh("query-version", &[], query_version),
+    bh("query-name", &[], query_name),
+    bh("query-status", &[], query_status),
+    bh("stop", &[], stop),
+    bh("cont", &[], cont),
     Command {
         name: "human-monitor-command",
         params: &[
@@ -225,200 +139,271 @@ pub static COMMANDS: &[Command] = &[
             ("cpu-index", Ty::Int, false),
         ],
         handler: Handler::Co(human_monitor_command),
+        allow_oob: false,
     },
-    Command {
-        name: "getfd",
-        params: &[("fdname", Ty::Str, true)],
-        handler: Handler::Bh(getfd),
-    },
-    Command {
-        name: "closefd",
-        params: &[("fdname", Ty::Str, true)],
-        handler: Handler::Bh(closefd),
-    },
+    bh("getfd", &[("fdname", Ty::Str, true)], getfd),
+    bh("closefd", &[("fdname", Ty::Str, true)], closefd),
     Command {
         name: "x-write-fd",
         params: &[("fdname", Ty::Str, true), ("data", Ty::Str, true)],
         handler: Handler::Co(x_write_fd),
+        allow_oob: false,
     },
+    bh("x-query-server-stats", &[], x_query_server_stats),
     Command {
-        name: "x-query-server-stats",
-        params: &[],
-        handler: Handler::Bh(x_query_server_stats),
+        name: "yank",
+        params: &[("instances", Ty::YankInstances, true)],
+        handler: Handler::Bh(yank),
+        allow_oob: true,
     },
-    Command {
-        name: "quit",
-        params: &[],
-        handler: Handler::Bh(quit),
-    },
+    bh("quit", &[], quit),
 ];
 
 /// What to do with one request.
 #[derive(Debug)]
 pub enum Prepared {
     /// Answer this right away (a bad request).
-    Reply(Value),
+    Reply(QObject),
     /// Run this command with these arguments; answer with the `id`.
     Run {
         command: &'static Command,
-        args: Map<String, Value>,
-        id: Option<Value>,
+        args: QDict,
+        id: Option<QObject>,
     },
 }
 
-/// Checks a request as QEMU's dispatcher does, in the same order.
-pub fn prepare(request: Result<Value, QmpError>, negotiated: bool) -> Prepared {
-    let request = match request {
-        Ok(r) => r,
-        Err(e) => return Prepared::Reply(response(Err(e), None)),
-    };
-    let Value::Object(mut obj) = request else {
+/// Whether a request is to run out-of-band: it has `exec-oob` and no
+/// `execute` (QEMU's test, made before any other check).
+pub fn is_oob(request: &QObject) -> bool {
+    request
+        .as_dict()
+        .is_some_and(|d| d.contains_key("exec-oob") && !d.contains_key("execute"))
+}
+
+/// Checks a request as QEMU's dispatcher does, in the same order, for a
+/// monitor in the given state.
+pub fn prepare(request: QObject, negotiated: bool, oob_enabled: bool) -> Prepared {
+    let QObject::Dict(dict) = request else {
         return Prepared::Reply(response(
             Err(QmpError::generic("QMP input must be a JSON object")),
             None,
         ));
     };
-    let id = obj.remove("id");
-    let fail = |e: QmpError, id: Option<Value>| Prepared::Reply(response(Err(e), id));
-    for (key, value) in &obj {
-        match key.as_str() {
-            "execute" if !value.is_string() => {
-                return fail(
-                    QmpError::generic("QMP input member 'execute' must be a string"),
-                    id,
-                )
+    let id = dict.get("id").cloned();
+    let fail =
+        |e: QmpError| Prepared::Reply(response(Err(fix_not_found(e, negotiated)), id.clone()));
+    let mut exec_key: Option<&str> = None;
+    for (key, value) in dict.iter() {
+        match key {
+            "execute" | "exec-oob" if key == "execute" || oob_enabled => {
+                if !matches!(value, QObject::Str(_)) {
+                    return fail(QmpError::generic(format!(
+                        "QMP input member '{key}' must be a string"
+                    )));
+                }
+                if let Some(other) = exec_key {
+                    return fail(QmpError::generic(format!(
+                        "QMP input member '{key}' clashes with '{other}'"
+                    )));
+                }
+                exec_key = Some(key);
             }
-            "arguments" if !value.is_object() => {
-                return fail(
-                    QmpError::generic("QMP input member 'arguments' must be an object"),
-                    id,
-                )
+            "arguments" if !matches!(value, QObject::Dict(_)) => {
+                return fail(QmpError::generic(
+                    "QMP input member 'arguments' must be an object",
+                ))
             }
-            "execute" | "arguments" => {}
+            "arguments" | "id" => {}
             other => {
-                return fail(
-                    QmpError::generic(format!("QMP input member '{other}' is unexpected")),
-                    id,
-                )
+                return fail(QmpError::generic(format!(
+                    "QMP input member '{other}' is unexpected"
+                )))
             }
         }
     }
-    let Some(Value::String(name)) = obj.remove("execute") else {
-        return fail(QmpError::generic("QMP input lacks member 'execute'"), id);
+    let Some(exec_key) = exec_key else {
+        return fail(QmpError::generic("QMP input lacks member 'execute'"));
     };
-    if !negotiated && name != "qmp_capabilities" {
-        return fail(
-            QmpError::not_found("Expecting capabilities negotiation with 'qmp_capabilities'"),
-            id,
-        );
-    }
-    if negotiated && name == "qmp_capabilities" {
-        return fail(
-            QmpError::not_found("Capabilities negotiation is already complete, command ignored"),
-            id,
-        );
-    }
-    let Some(command) = COMMANDS.iter().find(|c| c.name == name) else {
-        return fail(
-            QmpError::not_found(format!("The command {name} has not been found")),
-            id,
-        );
+    let oob = exec_key == "exec-oob";
+    let name = dict
+        .get(exec_key)
+        .and_then(QObject::as_str)
+        .unwrap_or_default();
+    // Before negotiation, only qmp_capabilities exists.
+    let command = COMMANDS
+        .iter()
+        .find(|c| c.name == name && (negotiated || c.name == "qmp_capabilities"));
+    let Some(command) = command else {
+        return fail(QmpError::not_found(format!(
+            "The command {name} has not been found"
+        )));
     };
-    let args = match obj.remove("arguments") {
-        Some(Value::Object(args)) => args,
-        _ => Map::new(),
+    if oob && !command.allow_oob {
+        return fail(QmpError::generic(format!(
+            "The command {name} does not support OOB"
+        )));
+    }
+    let args = match dict.get("arguments") {
+        Some(QObject::Dict(args)) => args.clone(),
+        _ => QDict::new(),
     };
     if let Err(e) = check_args(command, &args) {
-        return fail(e, id);
+        return fail(e);
     }
     Prepared::Run { command, args, id }
 }
 
-fn check_args(command: &Command, args: &Map<String, Value>) -> Result<(), QmpError> {
+/// Before negotiation QEMU replaces the text of every CommandNotFound.
+pub fn fix_not_found(e: QmpError, negotiated: bool) -> QmpError {
+    if !negotiated && e.class == "CommandNotFound" {
+        QmpError::not_found("Expecting capabilities negotiation with 'qmp_capabilities'")
+    } else {
+        e
+    }
+}
+
+fn invalid_type(name: &str, expected: &str) -> QmpError {
+    QmpError::generic(format!(
+        "Invalid parameter type for '{name}', expected: {expected}"
+    ))
+}
+
+fn missing(name: &str) -> QmpError {
+    QmpError::generic(format!("Parameter '{name}' is missing"))
+}
+
+fn unexpected(dict: &QDict, known: &[&str], prefix: &str) -> Result<(), QmpError> {
+    match dict.iter().find(|(k, _)| !known.contains(k)) {
+        Some((k, _)) => Err(QmpError::generic(format!(
+            "Parameter '{prefix}{k}' is unexpected"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn check_args(command: &Command, args: &QDict) -> Result<(), QmpError> {
     for &(name, ty, required) in command.params {
-        match args.get(name) {
-            None if required => {
-                return Err(QmpError::generic(format!("Parameter '{name}' is missing")))
+        let Some(v) = args.get(name) else {
+            if required {
+                return Err(missing(name));
             }
-            None => {}
-            Some(v) => {
-                let (ok, expected) = match ty {
-                    Ty::Str => (v.is_string(), "string"),
-                    Ty::Int => (v.is_i64() || v.is_u64(), "integer"),
-                    Ty::Array => (v.is_array(), "array"),
+            continue;
+        };
+        match ty {
+            Ty::Str if !matches!(v, QObject::Str(_)) => return Err(invalid_type(name, "string")),
+            Ty::Int => match v {
+                QObject::Int(_) => {}
+                QObject::Uint(u) if i64::try_from(*u).is_ok() => {}
+                _ => return Err(invalid_type(name, "integer")),
+            },
+            Ty::Capabilities => {
+                let QObject::List(items) = v else {
+                    return Err(invalid_type(name, "array"));
                 };
-                if !ok {
-                    return Err(QmpError::generic(format!(
-                        "Invalid parameter type for '{name}', expected: {expected}"
-                    )));
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        QObject::Str(s) if s == "oob" => {}
+                        // QAPI names an enum inside a list 'null'.
+                        QObject::Str(s) => {
+                            return Err(QmpError::generic(format!(
+                                "Parameter 'null' does not accept value '{s}'"
+                            )))
+                        }
+                        _ => return Err(invalid_type(&format!("{name}[{i}]"), "string")),
+                    }
                 }
             }
-        }
-    }
-    if let Some(extra) = args
-        .keys()
-        .find(|k| !command.params.iter().any(|p| p.0 == k.as_str()))
-    {
-        return Err(QmpError::generic(format!(
-            "Parameter '{extra}' is unexpected"
-        )));
-    }
-    Ok(())
-}
-
-fn str_arg<'a>(args: &'a Map<String, Value>, name: &str) -> &'a str {
-    args.get(name).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// Sends an event to every negotiated QMP monitor.
-pub fn emit_event(name: &str, data: Option<Value>) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut event = json!({
-        "event": name,
-        "timestamp": {"seconds": now.as_secs(), "microseconds": now.subsec_micros()},
-    });
-    if let Some(data) = data {
-        event["data"] = data;
-    }
-    let line = encode(&event);
-    with_world(|w| {
-        let mut dropped = 0;
-        for m in w.monitors.values_mut() {
-            if m.kind == Kind::Qmp && m.negotiated {
-                if m.out.len() > OUT_HARD_LIMIT {
-                    dropped += 1;
-                } else {
-                    m.out.extend_from_slice(&line);
+            Ty::YankInstances => {
+                let QObject::List(items) = v else {
+                    return Err(invalid_type(name, "array"));
+                };
+                for (i, item) in items.iter().enumerate() {
+                    check_yank_instance(&format!("{name}[{i}]"), item)?;
                 }
             }
+            Ty::Str => {}
         }
-        w.stats.events_dropped += dropped;
-    });
+    }
+    let known: Vec<&str> = command.params.iter().map(|p| p.0).collect();
+    unexpected(args, &known, "")
 }
 
-fn qmp_capabilities(args: &Map<String, Value>) -> Result<Value, QmpError> {
-    if let Some(cap) = args
-        .get("enable")
-        .and_then(Value::as_array)
-        .and_then(|caps| caps.first())
-    {
-        let cap = cap.as_str().unwrap_or("?");
-        return Err(QmpError::generic(format!(
-            "Capability '{cap}' not available"
-        )));
+fn check_yank_instance(name: &str, item: &QObject) -> Result<(), QmpError> {
+    let QObject::Dict(d) = item else {
+        return Err(invalid_type(name, "object"));
+    };
+    let ty = match d.get("type") {
+        None => return Err(missing(&format!("{name}.type"))),
+        Some(QObject::Str(s)) => s.as_str(),
+        Some(_) => return Err(invalid_type(&format!("{name}.type"), "string")),
+    };
+    let member = match ty {
+        "block-node" => Some("node-name"),
+        "chardev" => Some("id"),
+        "migration" => None,
+        other => {
+            return Err(QmpError::generic(format!(
+                "Parameter 'type' does not accept value '{other}'"
+            )))
+        }
+    };
+    if let Some(member) = member {
+        match d.get(member) {
+            None => return Err(missing(&format!("{name}.{member}"))),
+            Some(QObject::Str(_)) => {}
+            Some(_) => return Err(invalid_type(&format!("{name}.{member}"), "string")),
+        }
     }
+    let known: Vec<&str> = ["type"].into_iter().chain(member).collect();
+    unexpected(d, &known, &format!("{name}."))
+}
+
+fn str_arg<'a>(args: &'a Args, name: &str) -> &'a str {
+    args.get(name).and_then(QObject::as_str).unwrap_or_default()
+}
+
+/// Runs an out-of-band request at once on this (the I/O) thread, outside
+/// every coroutine, with `CUR_MON` set to `mon` on the thread's own block:
+/// its reply.
+pub fn dispatch_oob(mon: MonId, request: QObject, negotiated: bool, oob_enabled: bool) -> QObject {
+    match prepare(request, negotiated, oob_enabled) {
+        Prepared::Reply(reply) => reply,
+        Prepared::Run { command, args, id } => {
+            with_world(|w| w.stats.oob_commands += 1);
+            let Handler::Bh(f) = command.handler else {
+                unreachable!("out-of-band commands run outside coroutines");
+            };
+            let result = run_outside_coroutines(mon, command.name, || f(&args))
+                .unwrap_or_else(|()| Err(panicked(command.name)));
+            response(result.map(QObject::from), id)
+        }
+    }
+}
+
+/// The error of a command that panicked.
+pub fn panicked(name: &str) -> QmpError {
+    QmpError::generic(format!("internal error: '{name}' panicked"))
+}
+
+fn qmp_capabilities(args: &Args) -> Reply {
     let cur = CUR_MON.get();
+    let oob = matches!(args.get("enable"), Some(QObject::List(l)) if !l.is_empty());
     with_world(|w| {
-        if let Some(m) = cur.and_then(|id| w.monitors.get_mut(&id)) {
-            m.negotiated = true;
+        let m = cur
+            .and_then(|id| w.monitors.get_mut(&id))
+            .ok_or_else(|| QmpError::generic("No monitor"))?;
+        if m.negotiated {
+            return Err(QmpError::not_found(
+                "Capabilities negotiation is already complete, command ignored",
+            ));
         }
-    });
-    Ok(json!({}))
+        m.negotiated = true;
+        m.oob = oob;
+        Ok(json!({}))
+    })
 }
 
-fn query_commands(_: &Map<String, Value>) -> Result<Value, QmpError> {
+fn query_commands(_: &Args) -> Reply {
     Ok(COMMANDS
         .iter()
         .map(|c| json!({"name": c.name}))
@@ -426,46 +411,74 @@ fn query_commands(_: &Map<String, Value>) -> Result<Value, QmpError> {
         .into())
 }
 
-fn query_status(_: &Map<String, Value>) -> Result<Value, QmpError> {
-    let running = with_world(|w| w.vm_running);
+fn query_version(_: &Args) -> Reply {
+    Ok(vm::version_info())
+}
+
+fn query_name(_: &Args) -> Reply {
+    Ok(json!({"name": vm::NAME}))
+}
+
+fn query_status(_: &Args) -> Reply {
+    let running = vm::running();
     Ok(json!({"running": running, "status": if running { "running" } else { "paused" }}))
 }
 
-/// Stops or continues the VM; emits STOP or RESUME if the state changes.
-pub fn set_running(running: bool) {
-    let changed = with_world(|w| std::mem::replace(&mut w.vm_running, running) != running);
-    if changed {
-        emit_event(if running { "RESUME" } else { "STOP" }, None);
+fn stop(_: &Args) -> Reply {
+    vm::set_running(false);
+    Ok(json!({}))
+}
+
+fn cont(_: &Args) -> Reply {
+    vm::set_running(true);
+    Ok(json!({}))
+}
+
+fn quit(_: &Args) -> Reply {
+    vm::request_quit("host-qmp-quit");
+    Ok(json!({}))
+}
+
+/// Shuts down the connections named by `chardev` instances (each connection
+/// is a chardev named as its monitor), as QEMU's yank shuts a chardev's
+/// socket down; `error_report()`s each through `CUR_MON`. An instance that
+/// does not exist fails the command before anything is yanked.
+fn yank(args: &Args) -> Reply {
+    let Some(QObject::List(instances)) = args.get("instances") else {
+        return Err(missing("instances"));
+    };
+    let ids = with_world(|w| {
+        instances
+            .iter()
+            .map(|inst| {
+                let d = inst.as_dict()?;
+                if d.get("type")?.as_str()? != "chardev" {
+                    return None;
+                }
+                let name = d.get("id")?.as_str()?;
+                w.monitors
+                    .iter()
+                    .find(|(_, m)| {
+                        m.name == name && !m.hung_up && matches!(m.kind, Kind::Qmp | Kind::Hmp)
+                    })
+                    .map(|(id, m)| (*id, m.name.clone()))
+            })
+            .collect::<Option<Vec<_>>>()
+    });
+    let Some(ids) = ids else {
+        return Err(QmpError {
+            class: "DeviceNotFound",
+            desc: "Instance not found".into(),
+        });
+    };
+    for (id, name) in ids {
+        with_world(|w| w.yanked.push(id));
+        error_report(&format!("yank: chardev '{name}' shut down"));
     }
-}
-
-fn stop(_: &Map<String, Value>) -> Result<Value, QmpError> {
-    set_running(false);
     Ok(json!({}))
 }
 
-fn cont(_: &Map<String, Value>) -> Result<Value, QmpError> {
-    set_running(true);
-    Ok(json!({}))
-}
-
-/// Asks the server to stop, as `quit` does.
-pub fn request_quit() {
-    let first = with_world(|w| !std::mem::replace(&mut w.quit, true));
-    if first {
-        emit_event(
-            "SHUTDOWN",
-            Some(json!({"guest": false, "reason": "host-qmp-quit"})),
-        );
-    }
-}
-
-fn quit(_: &Map<String, Value>) -> Result<Value, QmpError> {
-    request_quit();
-    Ok(json!({}))
-}
-
-fn human_monitor_command(y: &CoYielder, args: &Map<String, Value>) -> Result<Value, QmpError> {
+fn human_monitor_command(y: &CoYielder, args: &Args) -> Reply {
     let line = str_arg(args, "command-line");
     // CUR_MON is a temporary HMP monitor for the command's duration.
     let capture = CaptureMonitor::new();
@@ -477,7 +490,7 @@ fn human_monitor_command(y: &CoYielder, args: &Map<String, Value>) -> Result<Val
     ))
 }
 
-fn getfd(args: &Map<String, Value>) -> Result<Value, QmpError> {
+fn getfd(args: &Args) -> Reply {
     let name = str_arg(args, "fdname");
     if name.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(QmpError::generic(
@@ -504,7 +517,7 @@ fn getfd(args: &Map<String, Value>) -> Result<Value, QmpError> {
     })
 }
 
-fn closefd(args: &Map<String, Value>) -> Result<Value, QmpError> {
+fn closefd(args: &Args) -> Reply {
     let name = str_arg(args, "fdname");
     let cur = CUR_MON.get();
     let closed = with_world(|w| {
@@ -526,7 +539,7 @@ fn fd_not_found(name: &str) -> QmpError {
 
 /// Writes `data` to the current monitor's descriptor `fdname`, suspending
 /// to the main loop while the descriptor would block.
-fn x_write_fd(y: &CoYielder, args: &Map<String, Value>) -> Result<Value, QmpError> {
+fn x_write_fd(y: &CoYielder, args: &Args) -> Reply {
     let name = str_arg(args, "fdname");
     let data = str_arg(args, "data").as_bytes();
     let mut written = 0;
@@ -553,34 +566,28 @@ fn x_write_fd(y: &CoYielder, args: &Map<String, Value>) -> Result<Value, QmpErro
     Ok(json!({}))
 }
 
-fn x_query_server_stats(_: &Map<String, Value>) -> Result<Value, QmpError> {
+fn x_query_server_stats(_: &Args) -> Reply {
     let stacks = co_runtime::stack_stats();
+    let cur = CUR_MON.get();
     Ok(with_world(|w| {
         json!({
+            "self": w.name(cur),
             "monitors": w.monitors.len(),
             "in-flight": w.stats.in_flight,
             "peak-in-flight": w.stats.peak_in_flight,
             "open-fds": w.open_fds(),
             "commands": w.stats.commands,
+            "oob-commands": w.stats.oob_commands,
             "reports": w.stats.reports,
+            "oob-reports": w.stats.oob_reports,
             "violations": w.stats.violations.len(),
             "peak-output-backlog": w.stats.peak_out,
+            "peak-queue": w.stats.peak_queue,
+            "peak-parser-bytes": w.stats.peak_parser_bytes,
             "fds-refused": w.stats.fds_refused,
             "events-dropped": w.stats.events_dropped,
             "cancelled": w.stats.cancelled,
             "stacks-mapped": stacks.process_mapped,
         })
     }))
-}
-
-/// Sleeps on a main-loop timer: always suspends at least once, like a timer
-/// callback that fires on a later main-loop turn.
-pub fn sleep(y: &CoYielder, duration: Duration) {
-    let deadline = Instant::now() + duration;
-    loop {
-        y.suspend(Wait::Until(deadline));
-        if Instant::now() >= deadline {
-            return;
-        }
-    }
 }
