@@ -3,7 +3,7 @@
 #
 #   scripts/valgrind.sh [extra valgrind options...]
 #
-# Builds the test binaries (`cargo test --workspace --no-run`; doc tests are
+# Builds the test binaries (`cargo test --workspace --all-features --no-run`; doc tests are
 # not binaries and are not run), then runs each one under
 #
 #   valgrind --tool=memcheck --error-exitcode=1 --leak-check=full
@@ -55,7 +55,7 @@ mkdir -p "$out"
 echo "=== building the test binaries"
 # One JSON message per artifact; keep test executables with their target name.
 mapfile -t artifacts < <(
-  cargo test --workspace --no-run --message-format=json |
+  cargo test --workspace --all-features --no-run --message-format=json |
     grep '"reason":"compiler-artifact"' |
     grep -E '"profile":\{[^}]*"test":true' |
     grep -v '"executable":null' |

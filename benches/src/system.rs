@@ -183,7 +183,11 @@ impl BlockInfo {
 impl fmt::Display for BlockInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The links are `u32`s after the values: up to 3 bytes of padding.
-        let links = if self.stateful > 0 { 4 * self.stateful + 3 } else { 0 };
+        let links = if self.stateful > 0 {
+            4 * self.stateful + 3
+        } else {
+            0
+        };
         let bound = self.padded + links + 64;
         write!(
             f,
@@ -197,7 +201,11 @@ impl fmt::Display for BlockInfo {
             self.sum_sizes,
             self.padded,
             bound,
-            if self.block_size <= bound { "holds" } else { "does not hold" },
+            if self.block_size <= bound {
+                "holds"
+            } else {
+                "does not hold"
+            },
         )?;
         if !self.others.is_empty() {
             let shown = self.others.len().min(5);

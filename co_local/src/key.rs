@@ -2,10 +2,12 @@
 
 use core::cell::{Cell, RefCell};
 use core::fmt;
+use core::future::Future;
 use core::panic::{RefUnwindSafe, UnwindSafe};
 
 use crate::error::AccessError;
 use crate::registry::Declaration;
+use crate::scoped::{self, Scoped};
 use crate::storage;
 
 /// The handle of one [`co_local!`](crate::co_local) static: it finds that
@@ -328,7 +330,7 @@ impl<T: 'static> LocalKey<T> {
 /// is dropped first, outside the access.
 #[cold]
 #[track_caller]
-fn already_borrowed<T>(name: &str, value: T) -> ! {
+pub(crate) fn already_borrowed<T>(name: &str, value: T) -> ! {
     drop(value);
     panic!("the coroutine-local `RefCell` `{name}` is already borrowed")
 }
@@ -490,6 +492,10 @@ impl<T: 'static> LocalKey<Cell<T>> {
     /// goes on. The previous content goes back into that same block. Like
     /// [`replace`](LocalKey::replace), a lazy value is made first.
     ///
+    /// A future returned from `f` does not stay in scope: the override ends
+    /// when `f` returns, before anyone polls the future. To override a value
+    /// while a future runs, use [`scope_future`](LocalKey::scope_future).
+    ///
     /// # Panics
     ///
     /// Panics, naming the static, where [`with`](LocalKey::with) does: for a
@@ -515,26 +521,63 @@ impl<T: 'static> LocalKey<Cell<T>> {
     /// ```
     #[track_caller]
     pub fn scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
-        struct PutBack<T: 'static> {
-            slot: storage::PinnedValue<Cell<T>>,
-            previous: Option<T>,
-        }
-        impl<T: 'static> Drop for PutBack<T> {
-            fn drop(&mut self) {
-                if let Some(previous) = self.previous.take() {
-                    // The scoped value's destructor runs here; the pin keeps
-                    // the cell alive through it.
-                    drop(self.slot.get().replace(previous));
-                }
-            }
-        }
-        let slot = storage::PinnedValue::of(self);
-        let previous = slot.get().replace(value);
-        let _put_back = PutBack {
-            slot,
-            previous: Some(previous),
-        };
-        f()
+        // The scoped value, handed back, is dropped after the override.
+        scoped::with_value_in_place(self, value, f).0
+    }
+
+    /// Wraps `future` so that each of its polls runs with `value` as the
+    /// content of the current block's cell, and the previous content is put
+    /// back after each poll: the async counterpart of
+    /// [`scope`](LocalKey::scope), as tokio's `LocalKey::scope` is for its
+    /// task-locals.
+    ///
+    /// The override is in place only while `future` is polled (and while it
+    /// is dropped): between two polls the rest of the task sees its own
+    /// value (another branch of a `join!`, or code after the `.await` of a
+    /// sibling), and the overriding value waits in the wrapper, with what
+    /// `future` made of it. Each poll puts it in the block current at that
+    /// poll (the task's, wherever the task runs then). Like
+    /// [`scope`](LocalKey::scope), a lazy value is made first.
+    ///
+    /// The wrapper is `Send` when `T` and `F` are.
+    ///
+    /// # Panics
+    ///
+    /// Polling panics, naming the static, where [`with`](LocalKey::with)
+    /// does.
+    ///
+    /// # Examples
+    ///
+    /// Two branches of one task, each with its own request id:
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use co_local::{co_local, WithLocals};
+    ///
+    /// co_local! {
+    ///     static REQUEST_ID: Cell<u64> = const { Cell::new(0) };
+    /// }
+    ///
+    /// async fn handle() -> u64 {
+    ///     tokio::task::yield_now().await;
+    ///     REQUEST_ID.get()
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let task = WithLocals::new(async {
+    ///     REQUEST_ID.set(1);
+    ///     let (a, b) = tokio::join!(
+    ///         REQUEST_ID.scope_future(5, handle()),
+    ///         REQUEST_ID.scope_future(6, handle()),
+    ///     );
+    ///     (a, b, REQUEST_ID.get())
+    /// });
+    /// assert_eq!(tokio::spawn(task).await.unwrap(), (5, 6, 1));
+    /// # }
+    /// ```
+    pub fn scope_future<F: Future>(&'static self, value: T, future: F) -> Scoped<Cell<T>, F> {
+        Scoped::new(self, value, future)
     }
 }
 
@@ -741,7 +784,9 @@ impl<T: 'static> LocalKey<RefCell<T>> {
     ///
     /// As for the `Cell` version, the override belongs to the block current
     /// when `scope` is called, across suspensions inside `f`, and the
-    /// previous content goes back into that block.
+    /// previous content goes back into that block; and, as there, a future
+    /// returned from `f` does not stay in scope: use
+    /// [`scope_future`](LocalKey::scope_future).
     ///
     /// # Panics
     ///
@@ -771,41 +816,48 @@ impl<T: 'static> LocalKey<RefCell<T>> {
     /// ```
     #[track_caller]
     pub fn scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
-        struct PutBack<T: 'static> {
-            slot: storage::PinnedValue<RefCell<T>>,
-            previous: Option<T>,
-            name: &'static str,
-        }
-        impl<T: 'static> Drop for PutBack<T> {
-            fn drop(&mut self) {
-                let Some(previous) = self.previous.take() else {
-                    return;
-                };
-                let scoped = match self.slot.get().try_borrow_mut() {
-                    Ok(mut borrowed) => core::mem::replace(&mut *borrowed, previous),
-                    Err(_) if std::thread::panicking() => previous,
-                    Err(_) => already_borrowed(self.name, previous),
-                };
-                drop(scoped);
-            }
-        }
-        let slot = storage::PinnedValue::of(self);
-        let swapped = match slot.get().try_borrow_mut() {
-            Ok(mut borrowed) => Ok(core::mem::replace(&mut *borrowed, value)),
-            Err(_) => Err(value),
-        };
-        let previous = match swapped {
-            Ok(previous) => previous,
-            Err(value) => {
-                drop(slot);
-                already_borrowed(self.decl.name(), value)
-            }
-        };
-        let _put_back = PutBack {
-            slot,
-            previous: Some(previous),
-            name: self.decl.name(),
-        };
-        f()
+        // The scoped value, handed back, is dropped after the override.
+        scoped::with_value_in_place(self, value, f).0
+    }
+
+    /// Wraps `future` so that each of its polls runs with `value` as the
+    /// content of the current block's `RefCell`, and the previous content is
+    /// put back after each poll: the async counterpart of
+    /// [`scope`](LocalKey::scope) (see the `Cell` version for the details).
+    ///
+    /// # Panics
+    ///
+    /// Polling panics if the `RefCell` is borrowed when the value is swapped
+    /// in or back (as [`replace`](LocalKey::replace) would), and, naming the
+    /// static, where [`with`](LocalKey::with) does. Dropping the wrapper
+    /// never panics for its value: where it cannot be put in place, the
+    /// inner future is dropped as it is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use co_local::{co_local, LocalWithLocals};
+    ///
+    /// co_local! {
+    ///     static TRACE: RefCell<Vec<&'static str>> = RefCell::new(Vec::new());
+    /// }
+    ///
+    /// let task = LocalWithLocals::new(async {
+    ///     TRACE.with_borrow_mut(|t| t.push("outer"));
+    ///     // The inner future writes into a trace of its own...
+    ///     let inner = TRACE
+    ///         .scope_future(Vec::new(), async {
+    ///             TRACE.with_borrow_mut(|t| t.push("inner"));
+    ///             TRACE.take()
+    ///         })
+    ///         .await;
+    ///     // ...and the task's is as it left it.
+    ///     (inner, TRACE.take())
+    /// });
+    /// assert_eq!(futures::executor::block_on(task), (vec!["inner"], vec!["outer"]));
+    /// ```
+    pub fn scope_future<F: Future>(&'static self, value: T, future: F) -> Scoped<RefCell<T>, F> {
+        Scoped::new(self, value, future)
     }
 }

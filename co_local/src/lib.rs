@@ -74,6 +74,7 @@
 //! [`block_size()`] says what each coroutine's block costs.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // `unsafe` lives in the `storage` folder alone.
 #![deny(unsafe_code)]
 
@@ -82,18 +83,27 @@ mod key;
 mod locals;
 mod raw;
 mod registry;
+mod scoped;
 #[allow(unsafe_code)]
 mod storage;
 mod task;
+
+#[cfg(feature = "corosensei")]
+#[cfg_attr(docsrs, doc(cfg(feature = "corosensei")))]
+pub mod corosensei;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use crate::error::{AccessError, AccessErrorKind};
 pub use crate::key::LocalKey;
-pub use crate::locals::Locals;
+pub use crate::locals::{Locals, SendLocals};
 pub use crate::raw::RawBlock;
 pub use crate::registry::Declaration;
+pub use crate::scoped::{ScopeCell, Scoped};
 pub use crate::storage::swap_current;
 pub use crate::task::{LocalWithLocals, WithLocals};
 
@@ -133,6 +143,64 @@ macro_rules! co_local {
     ($($tokens:tt)*) => {
         $crate::__private::co_local_impl! { $crate $($tokens)* }
     };
+}
+
+/// From now on, code on the calling thread that runs outside every
+/// coroutine, [`Locals`], [`SendLocals`] and task reaches no coroutine-local
+/// value: [`try_with`](LocalKey::try_with) returns an [`AccessError`] of
+/// kind [`ThreadValuesDenied`](AccessErrorKind::ThreadValuesDenied), and
+/// the accessors that cannot fail panic, naming the static and saying to
+/// give the task a block of its own.
+///
+/// For the worker threads of an executor: a task spawned without a block of
+/// its own ([`WithLocals`], or the `tokio` feature's `co_local::tokio::spawn`)
+/// would otherwise read and write the worker's own values, which every
+/// other such task on that worker shares, and which a task made there would
+/// inherit. With the workers denying their values, that mistake is a panic
+/// in the task that made it. Tasks, coroutines and blocks made on such a
+/// thread outside every block inherit nothing.
+///
+/// It holds from the call on, also where a scope entered before it would
+/// put the thread's own block back, and costs nothing on the access path.
+/// [`allow_thread_values`] undoes it.
+///
+/// # Examples
+///
+/// A runtime whose workers refuse their own values to unwrapped tasks:
+///
+/// ```
+/// use std::cell::Cell;
+/// use co_local::{co_local, WithLocals};
+///
+/// co_local! {
+///     static REQUEST_ID: Cell<u64> = const { Cell::new(0) };
+/// }
+///
+/// let runtime = tokio::runtime::Builder::new_multi_thread()
+///     .worker_threads(2)
+///     .on_thread_start(co_local::deny_thread_values)
+///     .build()
+///     .unwrap();
+/// runtime.block_on(async {
+///     // A task with a block of its own works...
+///     let wrapped = tokio::spawn(WithLocals::new(async {
+///         REQUEST_ID.set(42);
+///         REQUEST_ID.get()
+///     }));
+///     assert_eq!(wrapped.await.unwrap(), 42);
+///     // ...one without panics, instead of writing the worker's value.
+///     let unwrapped = tokio::spawn(async { REQUEST_ID.set(42) });
+///     assert!(unwrapped.await.unwrap_err().is_panic());
+/// });
+/// ```
+pub fn deny_thread_values() {
+    storage::deny_thread_values();
+}
+
+/// Undoes [`deny_thread_values`] on the calling thread: code outside every
+/// block reaches the thread's own values again.
+pub fn allow_thread_values() {
+    storage::allow_thread_values();
 }
 
 /// Every `co_local!` declaration linked into this binary, from any crate.

@@ -1,9 +1,10 @@
-//! [`Locals`]: one block of every declared coroutine-local value.
+//! [`Locals`]: one block of every declared coroutine-local value; and
+//! [`SendLocals`], one that may move between threads.
 
 use core::fmt;
 
 use crate::raw::RawBlock;
-use crate::storage::{self, Block};
+use crate::storage::{self, Block, TaskBlock};
 
 /// One block of coroutine-local storage: a copy of every value declared with
 /// [`co_local!`](crate::co_local) in the binary.
@@ -206,5 +207,128 @@ impl fmt::Debug for Locals {
         f.debug_struct("Locals")
             .field("block", &self.as_raw())
             .finish()
+    }
+}
+
+/// A block of coroutine-local values that may move between threads: the
+/// values of a piece of work handed to another thread (a blocking job, a
+/// thread of its own, a pool's job), as a [`WithLocals`](crate::WithLocals)
+/// task's block moves with its task.
+///
+/// [`SendLocals::inherit`] makes it where the work is made, with a copy of
+/// each `#[inherit]` value of a `Send` type alive there;
+/// [`enter`](SendLocals::enter) runs the work with it current, on whichever
+/// thread the `SendLocals` was moved to. Because it moves, it reaches only
+/// declarations whose type is `Send`
+/// ([`Declaration::is_send`](crate::Declaration::is_send)): there
+/// [`try_with`](crate::LocalKey::try_with) returns an
+/// [`AccessError`](crate::AccessError) of kind
+/// [`NotSend`](crate::AccessErrorKind::NotSend), and the accessors that
+/// cannot fail panic naming the static. Its values are destroyed when it is
+/// dropped, with it current, by the rules of every block.
+///
+/// `SendLocals` is `Send` but not `Sync`: one thread at a time enters it.
+///
+/// # Examples
+///
+/// A request id that follows a job to another thread:
+///
+/// ```
+/// use std::cell::Cell;
+/// use co_local::{co_local, SendLocals};
+///
+/// co_local! {
+///     #[inherit]
+///     static REQUEST_ID: Cell<u64> = const { Cell::new(0) };
+/// }
+///
+/// REQUEST_ID.set(7);
+/// let mut locals = SendLocals::inherit(); // copied here...
+/// let seen = std::thread::spawn(move || locals.enter(|| REQUEST_ID.get())) // ...read there
+///     .join()
+///     .unwrap();
+/// assert_eq!(seen, 7);
+/// ```
+///
+/// The same with tokio's `spawn_blocking` (the `tokio` feature's
+/// `co_local::tokio::spawn_blocking` does this), and for the jobs of a pool
+/// of threads, each job with its own block:
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::sync::mpsc;
+/// use co_local::{co_local, SendLocals};
+///
+/// co_local! {
+///     #[inherit]
+///     static REQUEST_ID: Cell<u64> = const { Cell::new(0) };
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// REQUEST_ID.set(8);
+/// let mut locals = SendLocals::inherit();
+/// let seen = tokio::task::spawn_blocking(move || locals.enter(|| REQUEST_ID.get()))
+///     .await
+///     .unwrap();
+/// assert_eq!(seen, 8);
+///
+/// // A pool: each job carries the block made where it was queued.
+/// let (jobs, queue) = mpsc::channel::<(SendLocals, u64)>();
+/// let (done, results) = mpsc::channel();
+/// let worker = std::thread::spawn(move || {
+///     for (mut locals, n) in queue {
+///         done.send(locals.enter(|| REQUEST_ID.get() * n)).unwrap();
+///     }
+/// });
+/// for id in 1..=3 {
+///     REQUEST_ID.set(id);
+///     jobs.send((SendLocals::inherit(), 10)).unwrap();
+/// }
+/// drop(jobs);
+/// worker.join().unwrap();
+/// assert_eq!(results.iter().collect::<Vec<_>>(), [10, 20, 30]);
+/// # }
+/// ```
+pub struct SendLocals {
+    block: TaskBlock<true>,
+}
+
+impl SendLocals {
+    /// Makes a block that may move between threads: every constant in
+    /// place, every lazy value not made yet.
+    pub fn new() -> SendLocals {
+        SendLocals {
+            block: TaskBlock::empty(),
+        }
+    }
+
+    /// Makes a block that may move between threads and starts with a copy
+    /// of each `#[inherit]` value alive in the block current now whose type
+    /// is `Send` (see [`Locals::inherit`]); every other value starts as in
+    /// [`SendLocals::new`].
+    pub fn inherit() -> SendLocals {
+        SendLocals {
+            block: TaskBlock::new(),
+        }
+    }
+
+    /// Runs `f` with this block current on this thread, and makes the
+    /// previous block current again afterwards, also if `f` panics. Only
+    /// declarations whose type is `Send` are reachable inside.
+    pub fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.block.enter(f)
+    }
+}
+
+impl Default for SendLocals {
+    fn default() -> SendLocals {
+        SendLocals::new()
+    }
+}
+
+impl fmt::Debug for SendLocals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendLocals").finish_non_exhaustive()
     }
 }

@@ -20,7 +20,7 @@ use std::sync::{LazyLock, Mutex, Once};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use co_local::{LocalWithLocals, Locals, WithLocals};
+use co_local::{LocalWithLocals, Locals, SendLocals, WithLocals};
 use co_local_benches::{ops, Case, Group};
 use co_runtime::{Coroutine, DEFAULT_STACK_SIZE};
 use context::stack::ProtectedFixedSizeStack;
@@ -633,6 +633,42 @@ pub const BLOCK_CASES: [&str; 4] = [
     "co_runtime: create + lazy RefCell<Vec> access + drop",
 ];
 
+/// A block for work handed to another thread, made where the work is made
+/// (no declaration of this binary inherits, so both copy nothing), entered
+/// once, dropped: `SendLocals` against `Locals`.
+#[inline(never)]
+pub fn send_locals_inherit_enter(n: u64) -> Duration {
+    ops(n, || {
+        let mut block = SendLocals::inherit();
+        block.enter(|| CO_CONST.set(black_box(CO_CONST.get() + 1)));
+    })
+}
+
+#[inline(never)]
+pub fn locals_inherit_enter(n: u64) -> Duration {
+    ops(n, || {
+        let mut block = Locals::inherit();
+        block.enter(|| CO_CONST.set(black_box(CO_CONST.get() + 1)));
+    })
+}
+
+pub fn send_locals_group() -> Group {
+    Group {
+        name: "send-locals",
+        op: "make a block where work is made (`inherit`), enter it once, drop it",
+        baselines: vec!["Locals::inherit + enter + drop"],
+        ops_per_rep: 20_000,
+        ops_per_count: 20_000,
+        cases: vec![
+            Case::new("Locals::inherit + enter + drop", locals_inherit_enter),
+            Case::new(
+                "SendLocals::inherit + enter + drop",
+                send_locals_inherit_enter,
+            ),
+        ],
+    }
+}
+
 pub fn blocks_group() -> Group {
     Group {
         name: "blocks",
@@ -719,6 +755,12 @@ pub fn poll_locals_enter(n: u64) -> Duration {
     )
 }
 
+/// `scope_future` with one key, the counterpart of tokio's `scope`: the
+/// value goes in and out of the current block (the thread's) at each poll.
+pub fn poll_co_scope_future_1(n: u64) -> Duration {
+    poll_loop(n, pin!(CO_CONST.scope_future(0, Pending)))
+}
+
 pub fn poll_tokio_scope_1(n: u64) -> Duration {
     poll_loop(n, pin!(TOKIO_CELL.scope(Cell::new(0), Pending)))
 }
@@ -791,6 +833,7 @@ pub fn async_group() -> Group {
             Case::new("WithLocals", poll_with_locals),
             Case::new("LocalWithLocals", poll_local_with_locals),
             Case::new("Locals::enter wrapper", poll_locals_enter),
+            Case::new("co_local scope_future, 1 key", poll_co_scope_future_1),
             Case::new("tokio scope, 1 key", poll_tokio_scope_1),
             Case::new("tokio scope, 10 keys", poll_tokio_scope_10),
         ],
@@ -820,6 +863,7 @@ pub fn groups() -> Vec<Group> {
         switch_group(),
         creation_group(),
         blocks_group(),
+        send_locals_group(),
         async_group(),
         async_access_group(),
     ]

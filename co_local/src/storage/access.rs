@@ -11,10 +11,11 @@
 use core::mem::{needs_drop, size_of};
 use core::ptr::NonNull;
 
-use super::block::{header, mark_made, thread_block, ALIVE, UNINIT};
+use super::block::{header, mark_made, ALIVE, UNINIT};
 use super::layout::layout;
 use super::pins::BlockPin;
 use super::switch::CURRENT;
+use super::thread::thread_block;
 use crate::error::{panic_access_error, AccessError, AccessErrorKind};
 use crate::key::LocalKey;
 
@@ -211,13 +212,16 @@ impl<T: 'static> PinnedValue<T> {
     /// pins its block; panics like [`with`] if it cannot be reached.
     #[track_caller]
     pub(crate) fn of(key: &'static LocalKey<T>) -> PinnedValue<T> {
-        let value = match find(key, None) {
-            Ok(value) => value,
-            Err(err) => panic_access_error(key.decl.name(), err),
-        };
+        PinnedValue::try_of(key).unwrap_or_else(|err| panic_access_error(key.decl.name(), err))
+    }
+
+    /// Like [`of`](PinnedValue::of), but says why the value cannot be
+    /// reached instead of panicking.
+    pub(crate) fn try_of(key: &'static LocalKey<T>) -> Result<PinnedValue<T>, AccessError> {
+        let value = find(key, None)?;
         // SAFETY: the value was just found in the current block, not freed.
         let _pin = unsafe { BlockPin::take(current()) };
-        PinnedValue { _pin, value }
+        Ok(PinnedValue { _pin, value })
     }
 
     pub(crate) fn get(&self) -> &T {

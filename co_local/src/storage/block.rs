@@ -1,10 +1,9 @@
 //! Blocks: one allocation of the layout each, its header, its making (fresh,
 //! recycled or inheriting), its destruction and its reuse through the
-//! thread's pool; and the thread's own block.
+//! thread's pool.
 //!
 //! Owns [`Header`], [`Block`] (`new`, `inherit`, `reset`, `Drop`),
-//! `destroy`, `destroy_values`, `clean`, the per-thread `POOL` and
-//! `THREAD_BLOCK`. Keeps SAFETY.md's I4 (a value is read only when alive,
+//! `destroy`, `destroy_values`, `clean` and the per-thread `POOL`. Keeps SAFETY.md's I4 (a value is read only when alive,
 //! written only while not made, marked destroyed before it is dropped,
 //! linked into the list of what the block made when made, destroyed newest
 //! first) and its part of I5 and I6: a pinned block
@@ -21,7 +20,6 @@ use super::held::{release, unname};
 use super::layout::{layout, Layout, NONE};
 use super::pins::BlockPin;
 use super::switch::{enter, CURRENT};
-use crate::error::{AccessError, AccessErrorKind};
 
 /// State byte of a value that has not been made in this block.
 pub(crate) const UNINIT: u8 = 0;
@@ -555,28 +553,4 @@ pub(super) unsafe fn clean(base: *mut u8) {
 /// cleaned: whether destruction has anything to do, or ran user code.
 pub(super) fn made_any(header: &Header) -> bool {
     header.made.get() != NONE || header.dead.get() != NONE
-}
-
-/// The thread's own block, for code outside every coroutine.
-pub(super) struct ThreadBlock(pub(super) Option<Block>);
-
-impl Drop for ThreadBlock {
-    fn drop(&mut self) {
-        drop(self.0.take());
-    }
-}
-
-std::thread_local! {
-    pub(super) static THREAD_BLOCK: ThreadBlock = ThreadBlock(Some(Block::new()));
-}
-
-/// Makes the thread's own block current, making it first if needed.
-pub(super) fn thread_block() -> Result<NonNull<u8>, AccessError> {
-    let base = THREAD_BLOCK
-        .try_with(|b| b.0.as_ref().map(|b| b.base))
-        .ok()
-        .flatten()
-        .ok_or(AccessError::new(AccessErrorKind::Destroyed))?;
-    CURRENT.set(base.as_ptr());
-    Ok(base)
 }

@@ -13,9 +13,10 @@ use core::ptr;
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::block::{header, Block, THREAD_BLOCK};
+use super::block::header;
 use super::chain::attached;
 use super::switch::CURRENT;
+use super::thread::is_thread_block;
 
 std::thread_local! {
     /// Advanced by every owner's drop of a block (and every free, reset or
@@ -91,14 +92,11 @@ pub(super) fn still_there(block: *mut u8, at: u64) -> bool {
     if attached(block, at) {
         return true;
     }
-    let thread = THREAD_BLOCK
-        .try_with(|b| b.0.as_ref().map(Block::as_ptr))
-        .ok()
-        .flatten();
-    if thread == Some(block) {
+    if let Some(allowed) = is_thread_block(block) {
         // The thread's own block, alive until the thread exits: the restore
-        // a scheduler's `resume` makes most often.
-        return true;
+        // a scheduler's `resume` makes most often. Not put back while the
+        // thread denies its values.
+        return allowed;
     }
     let live = LIVE
         .try_with(|live| live.borrow().contains(&(block as usize)))

@@ -26,6 +26,10 @@
 //! - `access.rs`: the access path used by [`LocalKey`](crate::LocalKey):
 //!   read `CURRENT`, add the offset, check the state byte for values that
 //!   have one (I1 to I5);
+//! - `thread.rs`: the thread's own block, and whether code outside every
+//!   block may reach it (`deny_thread_values`) (I1);
+//! - `scoped.rs`: the pin projection and in-place drop of the future of
+//!   `LocalKey::scope_future` ([`Scoped`](crate::Scoped));
 //! - `task.rs`: the blocks of async tasks, under
 //!   [`WithLocals`](crate::WithLocals) and
 //!   [`LocalWithLocals`](crate::LocalWithLocals), which may move between
@@ -89,8 +93,10 @@ mod clock;
 mod held;
 mod layout;
 mod pins;
+mod scoped;
 mod switch;
 mod task;
+mod thread;
 
 pub(crate) use access::{initialize_with, try_with, with, with_brief, PinnedValue};
 pub(crate) use block::Block;
@@ -98,6 +104,7 @@ pub(crate) use layout::{layout, registry, ErasedKey, Slot};
 pub use switch::swap_current;
 pub(crate) use switch::{current_raw, enter, resume};
 pub(crate) use task::TaskBlock;
+pub(crate) use thread::{allow_thread_values, deny_thread_values};
 
 #[cfg(test)]
 mod tests;

@@ -102,6 +102,21 @@ impl<const SEND: bool> TaskBlock<SEND> {
         }
     }
 
+    /// A task block that starts as [`Block::new`] makes one: no value
+    /// inherited. For a `SendLocals`.
+    pub(crate) fn empty() -> TaskBlock<SEND> {
+        TaskBlock {
+            block: Some(Self::fresh()),
+            state: 0,
+        }
+    }
+
+    /// Runs `f` with the block current: a call of a block that has no
+    /// future (a `SendLocals`), so it never ends.
+    pub(crate) fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.run(task_done, f)
+    }
+
     fn fresh() -> Block {
         if !SEND {
             // Never leaves the thread: a block like a `Locals`' one.
