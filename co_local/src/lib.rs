@@ -1,78 +1,4 @@
-//! Coroutine-local variables: [`co_local!`] is to stackful coroutines what
-//! [`std::thread_local!`] is to threads.
-//!
-//! Declare statics anywhere in the program; every coroutine sees its own copy
-//! of each, and code outside every coroutine sees its thread's own copy.
-//!
-//! ```
-//! use std::cell::Cell;
-//! use co_local::{co_local, Locals};
-//!
-//! co_local! {
-//!     /// The monitor executing the current command, if any.
-//!     pub static CUR_MON: Cell<Option<u32>> = const { Cell::new(None) };
-//! }
-//!
-//! // Outside every coroutine: the thread's own copy.
-//! assert_eq!(CUR_MON.get(), None);
-//!
-//! // A block is what each coroutine gets; `co_runtime` makes one per
-//! // coroutine and makes it current while the coroutine runs.
-//! let mut command = Locals::new();
-//! command.enter(|| CUR_MON.set(Some(1)));
-//!
-//! assert_eq!(CUR_MON.get(), None);
-//! assert_eq!(command.enter(|| CUR_MON.get()), Some(1));
-//! ```
-//!
-//! # How it works
-//!
-//! 1. **Registry.** Each declaration registers a [`Declaration`] in a
-//!    [`linkme`] distributed slice, so declarations from every crate of the
-//!    binary are collected at link time: no registration call, no key limit.
-//! 2. **Layout.** On first use, the registry is laid out once, like
-//!    `.tdata`/`.tbss` for `__thread`: an offset per value, a template image
-//!    holding the constants, one state byte per lazy value (right after it)
-//!    and per constant with a destructor, and a map (at most 24 bytes) of
-//!    what a block made, so that destroying a block costs what it used.
-//! 3. **Blocks.** Each coroutine gets a block at creation: a copy of the
-//!    template ([`Locals`]). Lazy values are made on first access.
-//! 4. **One pointer.** A thread-local pointer names the current block; a
-//!    runtime swaps that pointer on each switch ([`Locals::resume`]) and
-//!    nothing else, whatever the number of variables.
-//!
-//! An access reads the pointer, adds the variable's offset and, for a lazy
-//! value, checks its state byte: no hash, no lock, no atomic
-//! read-modify-write.
-//!
-//! # For runtime authors
-//!
-//! Give each task a [`Locals`], and make it current whenever the task runs:
-//!
-//! - A stackful coroutine of another library (corosensei, generator, a
-//!   fiber) is switched in the middle of any call, and may suspend inside an
-//!   `enter` or a `with` of its own: wrap each switch into it in
-//!   [`Locals::resume`] (`locals.resume(|| co.resume(x))`), which remembers
-//!   what the coroutine left current and gives it back next time. It is
-//!   safe, and costs one pointer swap each way plus two comparisons.
-//! - Code that runs to completion on the caller's stack (a callback, a job)
-//!   can use [`Locals::enter`]. `enter` around a switch into a stackful
-//!   coroutine is sound too, but the coroutine then loses the block it had
-//!   entered when it suspended: use `resume` there.
-//! - [`swap_current`] is the unchecked primitive under both, for runtimes
-//!   that manage blocks themselves: `unsafe`, and its contract is theirs to
-//!   keep.
-//!
-//! Whatever another library does with its stacks, safe code never makes
-//! co_local read freed memory: a block dropped while something can still
-//! reach it is kept until nothing can, and a restore that finds its block
-//! gone makes the thread's own block current instead.
-//!
-//! # Introspection
-//!
-//! [`declarations()`] lists every declaration linked into the binary and
-//! [`block_size()`] says what each coroutine's block costs.
-
+#![doc = include_str!("../../README.md")]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // `unsafe` lives in the `storage` folder alone.
@@ -114,10 +40,26 @@ pub use crate::task::{LocalWithLocals, WithLocals};
 /// `#[attrs] vis static NAME: TYPE = INIT;`, the last `;` optional. `INIT` is
 /// either an expression, run lazily on the first access in each coroutine, or
 /// `const { EXPR }`, a constant already in place in every block (no
-/// initialisation check on access). Doc comments, `#[cfg]`, `#[allow]` and visibility carry
-/// over. Each declaration becomes `vis static NAME: co_local::LocalKey<TYPE>`.
+/// initialisation check on access). Doc comments, `#[cfg]`, `#[allow]` and
+/// visibility carry over. Each declaration becomes
+/// `vis static NAME: co_local::LocalKey<TYPE>`.
 ///
 /// `TYPE` must be `'static`, nothing else: not `Send`, not `Sync`.
+///
+/// One attribute is the macro's own:
+///
+/// - `#[inherit]`: every new coroutine, task and block made with
+///   `inherit` ([`Locals::inherit`], [`SendLocals::inherit`],
+///   [`WithLocals::new`], co_runtime's `Coroutine::new`) starts with a
+///   `Clone` of this value as it is in the block current where it is made
+///   (if it is alive there; a lazy value never made there stays unmade).
+///   The type must be `Clone`.
+/// - `#[inherit(with = path::to::function)]`: the same, but the new copy is
+///   made by a `fn(&TYPE) -> TYPE` (a child span, a counter that starts
+///   over), named by its path.
+///
+/// Values without it start fresh in every new block. A block that may move
+/// between threads copies only values whose type is `Send`.
 ///
 /// # Examples
 ///
@@ -134,6 +76,35 @@ pub use crate::task::{LocalWithLocals, WithLocals};
 /// CUR_MON.set(Some(3));
 /// LOG.with_borrow_mut(|log| log.push(format!("monitor {:?}", CUR_MON.get())));
 /// assert_eq!(LOG.with_borrow(|log| log.len()), 1);
+/// ```
+///
+/// Values that follow the work into the blocks made from here:
+///
+/// ```
+/// use std::cell::Cell;
+/// use co_local::{co_local, Locals};
+///
+/// fn next_depth(parent: &Cell<u32>) -> Cell<u32> {
+///     Cell::new(parent.get() + 1)
+/// }
+///
+/// co_local! {
+///     /// Copied as it is.
+///     #[inherit]
+///     static REQUEST_ID: Cell<u64> = const { Cell::new(0) };
+///     /// Copied one deeper.
+///     #[inherit(with = next_depth)]
+///     static DEPTH: Cell<u32> = const { Cell::new(0) };
+///     /// Fresh in every block.
+///     static RETRIES: Cell<u32> = const { Cell::new(0) };
+/// }
+///
+/// REQUEST_ID.set(9);
+/// RETRIES.set(2);
+/// let mut child = Locals::inherit();
+/// assert_eq!(child.enter(|| (REQUEST_ID.get(), DEPTH.get(), RETRIES.get())), (9, 1, 0));
+/// let mut grandchild = child.enter(Locals::inherit);
+/// assert_eq!(grandchild.enter(|| DEPTH.get()), 2);
 /// ```
 ///
 /// Mistakes are compile errors that point at the offending token; the

@@ -1,10 +1,7 @@
 //! Integration tests of `co_local` and `co_runtime` used together, as a user
-//! would: the tests live in `tests/*.rs`. This library only anchors the
-//! package, and compiles the README's example as a doc test so it cannot rot.
-
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
+//! would: the tests live in `tests/*.rs`. This library holds the helpers
+//! they share. (The README is `co_local`'s crate documentation: its examples
+//! run as `co_local`'s doc tests.)
 
 use std::any::Any;
 use std::future::Future;
