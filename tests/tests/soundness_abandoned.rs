@@ -109,3 +109,27 @@ fn a_restore_never_takes_a_pooled_block_for_an_attached_one() {
         "b's block became current though nothing entered it"
     );
 }
+
+/// generator 0.8 frees a generator's stack without unwinding it when the
+/// generator is dropped while the thread panics: the frame of a task call
+/// suspended on that stack is gone without its way out. Nothing co_local
+/// keeps for the call may live on that stack: the thread's chain of linked
+/// blocks is walked by the next checked restore.
+#[test]
+fn a_task_call_on_a_stack_freed_without_unwinding_leaves_nothing_dangling() {
+    let mut task = WithLocals::new(std::future::ready(()));
+    task.with_locals(|| ID.set(7));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut g = Gn::<()>::new_scoped_local(|mut s| {
+            task.with_locals(|| s.yield_with(()));
+        });
+        g.resume();
+        panic!("the generator is dropped while this thread panics");
+    }));
+    let _churn = churn();
+    // A block dies inside a scope: the scope's restore walks the chain.
+    let mut block = Locals::new();
+    block.enter(|| drop(Locals::new()));
+    // The task goes on with a fresh block (its call never ended).
+    assert_eq!(task.with_locals(|| ID.get()), Some(0));
+}

@@ -37,6 +37,13 @@ fn a_block_dies() {
     drop(scratch);
 }
 
+/// A block dies inside a scope begun here: the scope's end checks the block
+/// it puts back, which is the current one.
+fn a_block_dies_inside_a_scope() {
+    let mut scope = Locals::new();
+    scope.enter(a_block_dies);
+}
+
 thread_local! {
     /// What each `Probe` read when it was dropped.
     static SEEN: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
@@ -205,4 +212,95 @@ fn an_orphaned_task_block_is_current_while_its_destructors_run() {
     assert!(matches!(co.resume(()), CoroutineResult::Return(())));
     assert_eq!(SEEN.with_borrow(Vec::clone), [7, 7]);
     assert_eq!(ID.get(), 1);
+}
+
+// --- Found by review: places where a block was in no live set and not linked. ---
+
+/// A task's copy of `COPIED` (made when the task is made) records, when it
+/// dies, the `ID` its block shows after a scope inside which a block dies.
+/// The copy made second panics, so the half-made task block is destroyed
+/// at once.
+struct Copied(bool);
+
+static COPIES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Clone for Copied {
+    fn clone(&self) -> Self {
+        if COPIES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 1 {
+            panic!("the second copy fails");
+        }
+        Copied(true)
+    }
+}
+
+impl Drop for Copied {
+    fn drop(&mut self) {
+        if self.0 {
+            ID.set(42);
+            a_block_dies_inside_a_scope();
+            SEEN.with_borrow_mut(|seen| seen.push(ID.get()));
+        }
+    }
+}
+
+co_local! {
+    #[inherit]
+    static COPIED_FIRST: Copied = Copied(false);
+    #[inherit]
+    static COPIED_SECOND: Copied = Copied(false);
+}
+
+#[test]
+fn a_task_block_whose_inherited_copy_panicked_dies_current() {
+    ID.set(1);
+    SEEN.with_borrow_mut(Vec::clear);
+    COPIED_FIRST.with(|_| ());
+    COPIED_SECOND.with(|_| ());
+    COPIES.store(0, std::sync::atomic::Ordering::SeqCst);
+    let made = std::panic::catch_unwind(|| drop(WithLocals::new(std::future::ready(()))));
+    assert!(made.is_err());
+    // The first copy died with the half-made task block current, after a
+    // scope in which a block died.
+    assert_eq!(SEEN.with_borrow(Vec::clone), [42]);
+    assert_eq!(ID.get(), 1);
+}
+
+/// Keeps a `Locals` in a thread-local of std made before co_local's own on
+/// its thread: dropped last at thread exit, when co_local's set of live
+/// blocks is gone.
+struct Keeper(Option<Locals>);
+
+std::thread_local! {
+    static KEEPER: RefCell<Keeper> = const { RefCell::new(Keeper(None)) };
+}
+
+static AT_EXIT: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Records the `ID` of its block after a scope in which a block dies.
+struct ExitProbe;
+
+impl Drop for ExitProbe {
+    fn drop(&mut self) {
+        ID.set(42);
+        a_block_dies_inside_a_scope();
+        AT_EXIT.lock().unwrap().push(ID.get());
+    }
+}
+
+co_local! {
+    static EXIT_PROBE: RefCell<Option<ExitProbe>> = const { RefCell::new(None) };
+}
+
+#[test]
+fn a_locals_dropped_last_at_thread_exit_is_current_while_it_dies() {
+    AT_EXIT.lock().unwrap().clear();
+    std::thread::spawn(|| {
+        KEEPER.with(|_| ()); // registered before co_local's thread-locals
+        let mut block = Locals::new();
+        block.enter(|| EXIT_PROBE.set(Some(ExitProbe)));
+        KEEPER.with_borrow_mut(|k| k.0 = Some(block));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(*AT_EXIT.lock().unwrap(), [42]);
 }

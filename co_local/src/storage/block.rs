@@ -15,6 +15,7 @@ use core::ptr::{self, NonNull};
 use std::alloc::{self, handle_alloc_error};
 use std::panic::{self, AssertUnwindSafe};
 
+use super::chain;
 use super::clock::{advance, CHANGES, LIVE};
 use super::held::{release, unname};
 use super::layout::{layout, Layout, NONE};
@@ -67,6 +68,11 @@ pub(super) struct Header {
     pub(super) listed: Cell<bool>,
     /// Whether some `Locals` names this block as its `next` (see `HELD`).
     pub(super) held: Cell<bool>,
+    /// While the block is linked into its thread's chain (`chain.rs`): the
+    /// block linked before it, or null.
+    pub(super) outer: Cell<*mut u8>,
+    /// While the block is linked: `CHANGES` when it was linked.
+    pub(super) since: Cell<u64>,
 }
 
 /// Added to `Header::refs` when the owner drops a pinned block.
@@ -313,6 +319,8 @@ pub(super) unsafe fn fill_prefix(base: *mut u8, layout: &Layout, listed: bool) {
             send_task: Cell::new(false),
             listed: Cell::new(listed),
             held: Cell::new(false),
+            outer: Cell::new(ptr::null_mut()),
+            since: Cell::new(0),
         });
         ptr::copy_nonoverlapping(
             layout.prefix.as_ptr().cast::<u8>().add(head),
@@ -338,20 +346,20 @@ pub(super) unsafe fn mark_made(base: *mut u8, layout: &Layout, state: usize, ind
     // the block, the link aligned.
     unsafe {
         *base.add(state) = ALIVE;
-        *link(base, layout, index) = header.made.get();
+        *made_link(base, layout, index) = header.made.get();
     }
     header.made.set(index32);
 }
 
-/// The link of the value of index `index`: the index of the next value of
-/// the list it is in.
+/// The made-list link of the value of index `index`: the index of the next
+/// value of the list it is in.
 ///
 /// # Safety
 ///
 /// `base` must be a block that is not freed, and `index` a stateful index
 /// of the layout.
 #[inline(always)]
-unsafe fn link(base: *mut u8, layout: &Layout, index: usize) -> *mut u32 {
+unsafe fn made_link(base: *mut u8, layout: &Layout, index: usize) -> *mut u32 {
     // SAFETY: the caller's guarantee: the links are inside the block, one
     // aligned `u32` per stateful index.
     unsafe { base.add(layout.links).cast::<u32>().add(index) }
@@ -488,6 +496,21 @@ pub(super) unsafe fn destroy_values(
         return (first_panic, done);
     }
     let layout = layout();
+    // Linked while its destructors run: the scopes they open and close put
+    // it back even where no live set knows it (a task's block, or any block
+    // once its thread's live set is gone at thread exit).
+    struct Unlink(*mut u8);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            // SAFETY: linked below; the block is freed only after this.
+            unsafe { chain::unlink(self.0) };
+        }
+    }
+    // SAFETY: the caller's guarantee: nothing frees the block before this
+    // returns; it is linked nowhere else now (a block is linked by its
+    // calls, and by its destruction, never at once).
+    unsafe { chain::link(base, CHANGES.get()) };
+    let _unlink = Unlink(base);
     enter(base, || loop {
         let index = header.made.get();
         if index == NONE {
@@ -499,7 +522,7 @@ pub(super) unsafe fn destroy_values(
         }
         let index = index as usize;
         // SAFETY: a made value's index is a stateful index of the layout.
-        let link = unsafe { link(base, layout, index) };
+        let link = unsafe { made_link(base, layout, index) };
         // SAFETY: as above; the link is in the block.
         unsafe {
             header.made.set(*link);
@@ -544,7 +567,7 @@ pub(super) unsafe fn clean(base: *mut u8) {
         // the block.
         unsafe {
             *base.add(entry.state) = UNINIT;
-            index = *link(base, layout, index as usize);
+            index = *made_link(base, layout, index as usize);
         }
     }
 }

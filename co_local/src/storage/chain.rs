@@ -1,125 +1,99 @@
-//! The chain of the blocks alive on this thread that are in no live set:
-//! the block of a `Send` task while one of its calls is in progress here,
-//! and any unlisted block while its destructors run.
+//! The chain of the blocks alive on this thread that may be in no live set
+//! when a restore checks them: the block of a `Send` task while one of its
+//! calls is in progress here, and any block while its destructors run.
 //!
-//! Owns `ATTACHED`, [`Attach`] (a link, kept in the frame of its call) and
-//! `dying_unlisted`. Keeps SAFETY.md's I7: every link in the chain lives in
-//! a frame that has not ended (or on a leaked stack) and names a block its
-//! call borrows; links leave the chain in any order; a checked restore
-//! accepts a block a link names only for a record not older than the link.
+//! Owns `ATTACHED` (the chain's head) and the link fields of the header
+//! (`Header::outer`, `Header::since`). Keeps SAFETY.md's I7: a block is
+//! linked only while something keeps its memory (the call that borrows its
+//! task, the destruction that owns it, or nothing ever again, when a call
+//! never ended and the block was abandoned, leaked), so walking the chain
+//! reads no freed memory, whatever happened to the stacks of the calls;
+//! links leave the chain in any order; a checked restore accepts a linked
+//! block only for a record not older than its link.
 
 use core::cell::Cell;
 use core::ptr;
 
-use super::clock::CHANGES;
+use super::block::header;
 
 std::thread_local! {
-    /// The innermost [`Attach`] of this thread, or null.
-    pub(super) static ATTACHED: Cell<*const Attach> = const { Cell::new(ptr::null()) };
+    /// The block linked last on this thread and still linked, or null: the
+    /// head of the chain, which goes on through `Header::outer`.
+    pub(super) static ATTACHED: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
 }
 
-/// A block that is alive on this thread although it is in no live set: the
-/// block of a `Send` task while one of its calls
-/// ([`TaskBlock::call`](super::task::TaskBlock::call)) is in progress here,
-/// or any unlisted block while its destructors run ([`dying_unlisted`]).
-/// Each lives in the frame of that call (its guard), and is linked into the
-/// thread's chain (`ATTACHED`, innermost first) for as long as the frame
-/// is: it unlinks itself on the way out, wherever it is
-/// in the chain by then, so calls may end in any order (a coroutine of
-/// another library may suspend inside one and be resumed inside another).
-/// A checked restore whose block is in the chain, and whose record is not
-/// older than the link, puts it back (see `still_there`).
-pub(super) struct Attach {
-    pub(super) block: *mut u8,
-    /// `CHANGES` when the block was linked: a record at least as new that
-    /// names its address names this block, which has held the address since.
-    pub(super) since: u64,
-    /// The next link of the chain, outward; rewritten when that one unlinks.
-    pub(super) outer: Cell<*const Attach>,
+/// Links the block at `base` into this thread's chain, as its head, for a
+/// record taken at `since` or later; returns the head it links in front of.
+///
+/// # Safety
+///
+/// `base` must be a block that stays in memory until it is unlinked (or
+/// forever), and is linked nowhere now.
+#[inline(always)]
+pub(super) unsafe fn link(base: *mut u8, since: u64) -> *mut u8 {
+    let outer = ATTACHED.replace(base);
+    // SAFETY: the caller's guarantee.
+    let header = unsafe { header(base) };
+    header.outer.set(outer);
+    header.since.set(since);
+    outer
 }
 
-impl Attach {
-    /// A link for `block`, linked after the chain's current head once
-    /// [`link`](Attach::link) is called on it where it stays.
-    #[inline(always)]
-    pub(super) fn new(block: *mut u8, since: u64) -> Attach {
-        Attach {
-            block,
-            since,
-            outer: Cell::new(ATTACHED.get()),
-        }
-    }
-
-    /// Makes this link the chain's head. It must not move until
-    /// [`unlink`](Attach::unlink) (it lives in a guard of the frame).
-    #[inline(always)]
-    pub(super) fn link(&self) {
-        ATTACHED.set(self);
-    }
-
-    /// Takes this link out of the chain: at once when it is the head
-    /// (calls that nested), else by rewriting the `outer` of the link that
-    /// points to it.
-    #[inline(always)]
-    pub(super) fn unlink(&self) {
-        let outer = self.outer.get();
-        if ptr::eq(ATTACHED.get(), self) {
-            ATTACHED.set(outer);
-        } else {
-            self.unlink_inner(outer);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn unlink_inner(&self, outer: *const Attach) {
-        let mut link = ATTACHED.get();
-        while !link.is_null() {
-            // SAFETY: every link in the chain lives in a frame that has not
-            // ended (each unlinks itself on its way out; a frame that never
-            // ends, leaked with its coroutine's stack, stays in memory), so
-            // it may be read; `outer` is a `Cell`, only shared.
-            let this = unsafe { &*link };
-            let next = this.outer.get();
-            if ptr::eq(next, self) {
-                this.outer.set(outer);
-                return;
-            }
-            link = next;
-        }
+/// Takes the block at `base` out of this thread's chain, wherever it is in
+/// it: at once when it is the head (calls that nested), else by rewriting
+/// the `outer` of the block that points to it.
+///
+/// # Safety
+///
+/// `base` must be linked into this thread's chain.
+#[inline(always)]
+pub(super) unsafe fn unlink(base: *mut u8) {
+    // SAFETY: the caller's guarantee: a linked block is in memory.
+    let outer = unsafe { header(base) }.outer.get();
+    if ATTACHED.get() == base {
+        ATTACHED.set(outer);
+    } else {
+        // SAFETY: as above.
+        unsafe { unlink_inner(base, outer) };
     }
 }
 
-/// Whether `block`, recorded when `CHANGES` was `at`, is in this thread's
-/// chain of [`Attach`] links with a record not older than its link.
+/// [`unlink`] of a block that is not the head.
+///
+/// # Safety
+///
+/// As for [`unlink`].
+#[cold]
+#[inline(never)]
+unsafe fn unlink_inner(base: *mut u8, outer: *mut u8) {
+    let mut link = ATTACHED.get();
+    while !link.is_null() {
+        // SAFETY: every block in the chain is in memory while it is linked
+        // (see the module docs).
+        let this = unsafe { header(link) };
+        let next = this.outer.get();
+        if next == base {
+            this.outer.set(outer);
+            return;
+        }
+        link = next;
+    }
+}
+
+/// Whether `block`, recorded when `CHANGES` was `at`, is linked into this
+/// thread's chain for records at least as old as `at`: it has held that
+/// address since it was linked, so a record not older than the link names
+/// it (an older one named the block of an earlier call, or another block
+/// that had the address).
 pub(super) fn attached(block: *mut u8, at: u64) -> bool {
     let mut link = ATTACHED.get();
     while !link.is_null() {
-        // SAFETY: as in `Attach::unlink_inner`.
-        let this = unsafe { &*link };
-        if this.block == block && this.since <= at {
+        // SAFETY: as in `unlink_inner`.
+        let this = unsafe { header(link) };
+        if link == block && this.since.get() <= at {
             return true;
         }
         link = this.outer.get();
     }
     false
-}
-
-/// Runs `destroy`, which destroys the unlisted block (a task's) at `base`,
-/// with that block linked into the thread's chain (see [`Attach`]): in no
-/// live set, it is alive for restores only through a link, and the scopes
-/// its destructors open and close must find it.
-#[cold]
-#[inline(never)]
-pub(super) fn dying_unlisted<R>(base: *mut u8, destroy: impl FnOnce() -> R) -> R {
-    struct Unlink(Attach);
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            self.0.unlink();
-        }
-    }
-    let link = Unlink(Attach::new(base, CHANGES.get()));
-    // Linked where it stays, until it is dropped at the end of this call.
-    link.0.link();
-    destroy()
 }

@@ -18,8 +18,9 @@
 //!   (I6);
 //! - `held.rs`: the blocks a `Locals`' `resume` remembers between two
 //!   switches (I6);
-//! - `chain.rs`: the blocks alive on a thread that are in no live set: task
-//!   blocks during their calls, unlisted blocks while they die (I7);
+//! - `chain.rs`: the blocks alive on a thread that a restore must find
+//!   without a live set: task blocks during their calls, blocks while they
+//!   die (I7);
 //! - `switch.rs`: `CURRENT`, the one thread-local pointer that names the
 //!   block accesses reach, and the switches that change it: `enter`,
 //!   `resume`, `swap_current` (I1, I6);
@@ -82,7 +83,7 @@
 //!
 //! A [`WithLocals`](crate::WithLocals) task's block is in no live set: it is reachable only
 //! while one of its task's calls runs on a thread (or its destructors),
-//! which links it into that thread's chain ([`Attach`](chain::Attach)) for that time, and
+//! which links it into that thread's chain (`chain.rs`) for that time, and
 //! every trace of it on that thread fails its check once the call is over
 //! (see [`TaskBlock`]). So it may move with its task between two calls.
 

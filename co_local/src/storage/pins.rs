@@ -5,13 +5,11 @@
 //!
 //! Owns `pin`, `unpin`, [`BlockPin`] and `finish_orphan`. Keeps SAFETY.md's
 //! I5: memory and values of a block stay while its header's `refs` is
-//! positive; the last unpin of an orphan destroys and frees it (linked into
-//! the thread's chain while its destructors run, if it is a task's block).
+//! positive; the last unpin of an orphan destroys and frees it.
 
 use std::panic;
 
 use super::block::{destroy, header, ORPHAN};
-use super::chain::dying_unlisted;
 
 /// Takes a pin on the block at `base`.
 ///
@@ -79,16 +77,9 @@ impl Drop for BlockPin {
 #[inline(never)]
 pub(super) unsafe fn finish_orphan(base: *mut u8) {
     // SAFETY: the caller's guarantee: nothing refers to the block any more.
-    let listed = unsafe { header(base) }.listed.get();
-    // SAFETY: as above.
-    let destroy = || unsafe {
+    let panic = unsafe {
         header(base).refs.set(0);
         destroy(base)
-    };
-    let panic = if listed {
-        destroy()
-    } else {
-        dying_unlisted(base, destroy)
     };
     if let Some(payload) = panic {
         if !std::thread::panicking() {

@@ -14,7 +14,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use super::block::{header, Block};
-use super::chain::{dying_unlisted, Attach, ATTACHED};
+use super::chain::{link, unlink, ATTACHED};
 use super::clock::{advance, changed, restore_checked, Saved, CHANGES};
 use super::held::release;
 use super::switch::{enter, CURRENT};
@@ -26,7 +26,7 @@ use crate::task::{LocalWithLocals, WithLocals};
 /// A `SEND` task block is in no thread's live set. It is current only inside
 /// a call of its task ([`TaskBlock::call`]: a poll, a `with_locals`, the drop
 /// of the future) and while it is destroyed; for that time it is *linked*
-/// into the thread's chain ([`Attach`], from `ATTACHED`), so that a restore
+/// into the thread's chain (`chain.rs`, from `ATTACHED`), so that a restore
 /// checked on that thread (after a block died meanwhile) still finds it,
 /// wherever the call is in the chain by then. When the call ends:
 ///
@@ -205,20 +205,19 @@ impl<const SEND: bool> TaskBlock<SEND> {
     /// clear).
     #[inline(always)]
     unsafe fn call<R>(&mut self, after: u8, f: impl FnOnce() -> R) -> R {
-        struct Detach<'a, 'l, const SEND: bool> {
+        struct Detach<'a, const SEND: bool> {
             task: &'a mut TaskBlock<SEND>,
-            /// The call's link; `base`, `since` and `outer` are its fields,
-            /// copied here, where the fast way out reads them: the link
-            /// itself is shared with the chain's walkers.
-            link: &'l Attach,
             base: *mut u8,
+            /// When the call began and linked the block, and the head it
+            /// linked it in front of (copies of the header's link, which
+            /// the fast way out reads here).
             since: u64,
-            outer: *const Attach,
+            outer: *mut u8,
             /// The block current when the call began.
             caller: *mut u8,
             after: u8,
         }
-        impl<const SEND: bool> Drop for Detach<'_, '_, SEND> {
+        impl<const SEND: bool> Drop for Detach<'_, SEND> {
             #[inline(always)]
             fn drop(&mut self) {
                 if CHANGES.get() == self.since {
@@ -235,7 +234,7 @@ impl<const SEND: bool> TaskBlock<SEND> {
                     CURRENT.set(self.caller);
                     ATTACHED.set(self.outer);
                 } else {
-                    detach_changed(self.link, self.caller);
+                    detach_changed(self.base, self.caller, self.since);
                 }
                 self.task.state = self.after;
                 // SAFETY: the block is owned by the task block, not freed.
@@ -253,16 +252,17 @@ impl<const SEND: bool> TaskBlock<SEND> {
         self.state = after | BUSY;
         changed();
         let since = CHANGES.get();
-        let link = Attach::new(base, since);
-        // Linked where it stays: `link` is not moved until it is dropped,
-        // after `detach` (declared later), which unlinks it.
-        link.link();
+        // SAFETY: the block is owned by the task block, which the call
+        // borrows: it stays in memory until the call ends and unlinks it, or
+        // for ever if the call never ends (`BUSY` then abandons it). It is
+        // linked nowhere else: no other call of this task is in progress,
+        // and its destruction needs the task.
+        let outer = unsafe { link(base, since) };
         let _detach = Detach {
             task: self,
-            link: &link,
             base,
             since,
-            outer: link.outer.get(),
+            outer,
             caller: CURRENT.replace(base),
             after,
         };
@@ -299,9 +299,9 @@ impl<const SEND: bool> TaskBlock<SEND> {
         unsafe { self.call(ENDED, || ManuallyDrop::drop(future)) };
     }
 
-    /// Destroys the block's values, with it current (and, for a `SEND`
-    /// block, linked while its destructors run: see [`dying_unlisted`]), and
-    /// releases it. Nothing if it is destroyed already.
+    /// Destroys the block's values, with it current (and linked while its
+    /// destructors run: see `destroy_values`), and releases it. Nothing if
+    /// it is destroyed already.
     fn destroy(&mut self) {
         if SEND && self.state & BUSY != 0 {
             // A call never ended: the block may still be named where it ran.
@@ -309,15 +309,7 @@ impl<const SEND: bool> TaskBlock<SEND> {
             self.state &= !BUSY;
             return;
         }
-        let Some(block) = self.block.take() else {
-            return;
-        };
-        if SEND {
-            let base = block.as_ptr();
-            dying_unlisted(base, || drop(block));
-        } else {
-            drop(block);
-        }
+        drop(self.block.take());
     }
 }
 
@@ -328,23 +320,24 @@ impl<const SEND: bool> Drop for TaskBlock<SEND> {
 }
 
 /// The way out of [`TaskBlock::call`] when `CHANGES` moved: lets go of the
-/// task block (`link`'s) and restores the caller's block if it is still
-/// there.
+/// task block `base`, linked at `since`, and restores the caller's block if
+/// it is still there.
 #[cold]
 #[inline(never)]
-pub(super) fn detach_changed(link: &Attach, caller: *mut u8) {
+pub(super) fn detach_changed(base: *mut u8, caller: *mut u8, since: u64) {
     // A `Locals` that remembered the block (its coroutine suspended inside
     // the call) goes back to its own.
     // SAFETY: the block is owned by the task block, which the call borrows.
-    unsafe { release(link.block) };
+    unsafe { release(base) };
     // Out of the chain, wherever it is by now: a call that began inside
     // this one and has not ended (a coroutine suspended in it) keeps its
     // link, and so do the calls this one runs inside. The caller's block
     // may be one of them.
-    link.unlink();
+    // SAFETY: linked by the call, which is ending.
+    unsafe { unlink(base) };
     restore_checked(Saved {
         block: caller,
-        at: link.since,
+        at: since,
     });
     // Records left on this thread that name the block (a scope of a
     // coroutine that suspended inside the call) check it before they restore
