@@ -1,11 +1,12 @@
 //! A corosensei coroutine with coroutine-local values of its own (Cargo
 //! feature `corosensei`).
 //!
-//! [`Coroutine`] has co_runtime's API shape over a [`corosensei`] coroutine:
-//! every switch into it goes through [`Locals::resume`], so it gets its own
-//! block, keeps a block it entered and suspended inside, and its caller
-//! finds its own block again, also when it panics; dropped while
-//! suspended, it unwinds with the block it last left current.
+//! [`Coroutine`] has co_runtime's API shape over a
+//! [`corosensei`] coroutine: every switch into it goes
+//! through [`Locals::resume`], so it gets its own block, keeps a block it
+//! entered and suspended inside, and its caller finds its own block again,
+//! also when it panics; dropped while suspended, it unwinds with the block
+//! it last left current.
 
 use core::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -14,8 +15,8 @@ use ::corosensei::{CoroutineResult, Yielder};
 
 use crate::Locals;
 
-/// A [`corosensei::Coroutine`] with a block of coroutine-local values of its
-/// own.
+/// A [`corosensei::Coroutine`] with a block of
+/// coroutine-local values of its own.
 ///
 /// Made with a copy of each `#[inherit]` value alive where it is made
 /// ([`Locals::inherit`]). Every [`resume`](Coroutine::resume) makes current

@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use crate::registry::Declaration;
+
 /// The error [`LocalKey::try_with`](crate::LocalKey::try_with) returns when
 /// the current block's value of a key cannot be reached;
 /// [`kind`](AccessError::kind) says why. The accessors that cannot fail
@@ -94,11 +96,12 @@ impl fmt::Display for AccessError {
 
 impl std::error::Error for AccessError {}
 
-/// The panic of an accessor that cannot fail: names the static and says
-/// why, and what to do where there is something to do.
+/// The panic of an accessor that cannot fail: names the static (with its
+/// module) and says why, and what to do where there is something to do.
 #[cold]
 #[track_caller]
-pub(crate) fn panic_access_error(name: &str, err: AccessError) -> ! {
+pub(crate) fn panic_access_error(decl: &Declaration, err: AccessError) -> ! {
+    let name = format_args!("{}::{}", decl.module_path(), decl.name());
     match err.kind {
         AccessErrorKind::Destroyed => panic!(
             "cannot access the coroutine-local `{name}`: it is being or has been destroyed \
@@ -107,14 +110,14 @@ pub(crate) fn panic_access_error(name: &str, err: AccessError) -> ! {
         ),
         AccessErrorKind::NotSend => panic!(
             "cannot access the coroutine-local `{name}` from a block that may move between \
-             threads (a `WithLocals` task or a `SendLocals`): its type is not `Send`; use \
-             `LocalWithLocals` on a single-threaded executor to reach it"
+             threads (a `WithLocals` task or a `SendLocals`): its type is not `Send`; make it \
+             `Send`, or keep the work on one thread (`LocalWithLocals`, `Locals`)"
         ),
         AccessErrorKind::ThreadValuesDenied => panic!(
             "cannot access the coroutine-local `{name}` outside every coroutine and task: this \
-             thread denies its own values (`co_local::deny_thread_values`); wrap the task that \
-             makes this access with its own block (`co_local::WithLocals`, or \
-             `co_local::tokio::spawn`)"
+             thread denies its own values (`co_local::deny_thread_values`); wrap the work in a \
+             block of its own (`co_local::WithLocals` or `co_local::tokio::spawn` for a task, \
+             `co_local::SendLocals` or `co_local::tokio::spawn_blocking` for a blocking job)"
         ),
     }
 }

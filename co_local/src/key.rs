@@ -522,7 +522,7 @@ impl<T: 'static> LocalKey<Cell<T>> {
     #[track_caller]
     pub fn scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
         // The scoped value, handed back, is dropped after the override.
-        scoped::with_value_in_place(self, value, f).0
+        scoped::with_value_in_place(self, value, &mut None, f)
     }
 
     /// Wraps `future` so that each of its polls runs with `value` as the
@@ -817,7 +817,7 @@ impl<T: 'static> LocalKey<RefCell<T>> {
     #[track_caller]
     pub fn scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
         // The scoped value, handed back, is dropped after the override.
-        scoped::with_value_in_place(self, value, f).0
+        scoped::with_value_in_place(self, value, &mut None, f)
     }
 
     /// Wraps `future` so that each of its polls runs with `value` as the

@@ -135,6 +135,12 @@ macro_rules! co_local {
 /// put the thread's own block back, and costs nothing on the access path.
 /// [`allow_thread_values`] undoes it.
 ///
+/// With tokio, `on_thread_start` runs on the runtime's blocking threads too:
+/// there, give each job a block of its own with the `tokio` feature's
+/// `co_local::tokio::spawn_blocking` (or a [`SendLocals`]). A current-thread
+/// runtime has no worker threads: its tasks run on the thread that calls
+/// `block_on`, which would have to deny its values itself.
+///
 /// # Examples
 ///
 /// A runtime whose workers refuse their own values to unwrapped tasks:

@@ -73,16 +73,17 @@ impl<C: ScopeCell> Drop for PutBack<'_, C> {
 
 /// Runs `f` with `value` in place of the current block's value of `key`
 /// (made first if needed), then puts the previous value back into the same
-/// block, also if `f` panics, and returns the value that was in place (it
-/// may have changed meanwhile) with what `f` returned. Panics like
+/// block, also if `f` panics, and hands the value that was in place (it may
+/// have changed meanwhile) to `back`, also if `f` panics. Panics like
 /// [`LocalKey::with`] if the value cannot be reached, and if a `RefCell` is
-/// borrowed when the values are swapped.
+/// borrowed when the values are swapped (then `back` stays empty).
 #[track_caller]
 pub(crate) fn with_value_in_place<C: ScopeCell, R>(
     key: &'static LocalKey<C>,
     value: C::Value,
+    back: &mut Option<C::Value>,
     f: impl FnOnce() -> R,
-) -> (R, Option<C::Value>) {
+) -> R {
     let slot = PinnedValue::of(key);
     let previous = match slot.get().swap_value(value) {
         Ok(previous) => previous,
@@ -91,17 +92,13 @@ pub(crate) fn with_value_in_place<C: ScopeCell, R>(
             already_borrowed(key.declaration().name(), value)
         }
     };
-    let mut back = None;
-    let result = {
-        let _put_back = PutBack {
-            slot,
-            previous: Some(previous),
-            back: &mut back,
-            name: key.declaration().name(),
-        };
-        f()
+    let _put_back = PutBack {
+        slot,
+        previous: Some(previous),
+        back,
+        name: key.declaration().name(),
     };
-    (result, back)
+    f()
 }
 
 /// A future that runs each poll of the future it wraps with a value of its
@@ -152,14 +149,14 @@ pub(crate) fn poll_scoped<C: ScopeCell, R>(
 ) -> R {
     let Some(scoped) = value.take() else {
         panic!(
-            "co_local: a future scoped with `{}` was polled after its value could not be put \
-             back",
+            "co_local: a future scoped with `{}` was polled again after a poll that could not \
+             swap its value back (the `RefCell` was borrowed then)",
             key.declaration().name()
         )
     };
-    let (result, back) = with_value_in_place(key, scoped, poll);
-    *value = back;
-    result
+    // The value comes back into the wrapper when the poll ends, also if it
+    // panics: the future may still be dropped (or polled) with it.
+    with_value_in_place(key, scoped, value, poll)
 }
 
 /// The drop of a `Scoped`'s inner future (`drop_future`): with the value in

@@ -11,7 +11,11 @@
 //!
 //! With `co_local::deny_thread_values` as the runtime's `on_thread_start`,
 //! a task spawned with `tokio::spawn` directly (without a block of its own)
-//! panics at its first access instead of sharing its worker's values.
+//! panics at its first access instead of sharing its worker's values; so
+//! does a job given to `tokio::task::spawn_blocking` directly, since the
+//! blocking threads run `on_thread_start` too. (A current-thread runtime
+//! runs its tasks on the thread that calls `block_on`: it has no workers to
+//! deny.)
 //!
 //! # Examples
 //!

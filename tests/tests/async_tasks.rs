@@ -207,7 +207,7 @@ fn the_loser_of_a_select_destroys_its_values() {
 fn a_value_that_is_not_send_is_out_of_reach_of_a_send_task() {
     let rt = runtime(2);
     let msg = rt.block_on(async { rt_spawn_check().await.unwrap() });
-    assert!(msg.contains("`SHARED`"), "{msg}");
+    assert!(msg.contains("::SHARED`"), "{msg}");
     assert!(msg.contains("not `Send`"), "{msg}");
     // Outside the task, on the thread's own block, it is reachable.
     SHARED.set(Some(Rc::new(String::from("here"))));

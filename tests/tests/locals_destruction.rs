@@ -317,7 +317,7 @@ fn with_panics_with_a_clear_message_on_a_destroyed_value() {
     drop(block);
     let msg = PROBE_MSG.take();
     assert!(
-        msg.contains("cannot access the coroutine-local `PROBE`")
+        msg.contains("cannot access the coroutine-local `locals_destruction::PROBE`")
             && msg.contains("is being or has been destroyed"),
         "{msg}"
     );

@@ -221,3 +221,52 @@ fn scope_does_not_keep_a_returned_future_in_scope() {
     let mut scoped = pin!(scoped);
     assert_eq!(block.enter(|| poll_once(&mut scoped)), Poll::Ready(5));
 }
+
+/// Holds a guard; pending at its first poll, panics at its second. Not an
+/// `async` block: a panic out of `poll` leaves its fields in place, to be
+/// dropped with it (as a `join` of futures leaves its other branch).
+struct PanicsOnSecondPoll {
+    _guard: SeesIdWhenDropped,
+    polled: bool,
+}
+
+impl Future for PanicsOnSecondPoll {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<()> {
+        if std::mem::replace(&mut self.polled, true) {
+            panic!("the second poll panics");
+        }
+        Poll::Pending
+    }
+}
+
+#[test]
+fn a_poll_that_panics_keeps_the_value_for_the_drop_of_the_future() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut block = Locals::new();
+    block.enter(|| REQUEST_ID.set(1));
+    let scoped = REQUEST_ID.scope_future(
+        5,
+        PanicsOnSecondPoll {
+            _guard: SeesIdWhenDropped(seen.clone()),
+            polled: false,
+        },
+    );
+    let mut scoped = Box::pin(scoped);
+    assert!(block.enter(|| poll_once(&mut scoped)).is_pending());
+    let panicked = co_local_tests::catch(|| block.enter(|| poll_once(&mut scoped)));
+    assert!(panicked.is_err());
+    assert_eq!(
+        block.enter(|| REQUEST_ID.get()),
+        1,
+        "put back after the panic"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+    block.enter(|| drop(scoped));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [5],
+        "dropped with the value in place"
+    );
+}

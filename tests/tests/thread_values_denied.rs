@@ -36,7 +36,10 @@ fn outside_every_block_the_thread_values_are_refused() {
         assert_eq!(err.kind(), AccessErrorKind::ThreadValuesDenied);
         let payload = catch(|| LOG.with_borrow_mut(|l| l.push(1))).unwrap_err();
         let msg = message(&*payload);
-        assert!(msg.contains("`LOG`") && msg.contains("WithLocals"), "{msg}");
+        assert!(
+            msg.contains("`thread_values_denied::LOG`") && msg.contains("WithLocals"),
+            "{msg}"
+        );
         allow_thread_values();
         assert_eq!(REQUEST_ID.get(), 3, "the thread's value, kept");
     });
@@ -149,7 +152,7 @@ fn workers_that_deny_their_values_turn_an_unwrapped_task_into_a_panic() {
         assert!(err.is_panic());
         let msg = message(&*err.into_panic());
         assert!(
-            msg.contains("`REQUEST_ID`") && msg.contains("wrap"),
+            msg.contains("`thread_values_denied::REQUEST_ID`") && msg.contains("wrap"),
             "{msg}"
         );
         let wrapped = tokio::spawn(WithLocals::new(async {

@@ -182,7 +182,7 @@ pub(crate) fn try_with<T: 'static, R>(
 pub(crate) fn with<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) -> R) -> R {
     let value = match find(key, None) {
         Ok(value) => value,
-        Err(err) => panic_access_error(key.decl.name(), err),
+        Err(err) => panic_access_error(key.decl, err),
     };
     pinned(value, f)
 }
@@ -212,7 +212,7 @@ impl<T: 'static> PinnedValue<T> {
     /// pins its block; panics like [`with`] if it cannot be reached.
     #[track_caller]
     pub(crate) fn of(key: &'static LocalKey<T>) -> PinnedValue<T> {
-        PinnedValue::try_of(key).unwrap_or_else(|err| panic_access_error(key.decl.name(), err))
+        PinnedValue::try_of(key).unwrap_or_else(|err| panic_access_error(key.decl, err))
     }
 
     /// Like [`of`](PinnedValue::of), but says why the value cannot be
@@ -241,7 +241,7 @@ impl<T: 'static> PinnedValue<T> {
 pub(crate) fn with_brief<T: 'static, R>(key: &'static LocalKey<T>, f: impl FnOnce(&T) -> R) -> R {
     let value = match find(key, None) {
         Ok(value) => value,
-        Err(err) => panic_access_error(key.decl.name(), err),
+        Err(err) => panic_access_error(key.decl, err),
     };
     // SAFETY: see `value_ref`; `f` runs no user code, so the block cannot be
     // dropped while it runs.
@@ -281,7 +281,7 @@ pub(super) fn initialize_with_slow<T: 'static, R>(
     let mut init = Some(init);
     let value = match find(key, Some(&mut init)) {
         Ok(value) => value,
-        Err(err) => panic_access_error(key.decl.name(), err),
+        Err(err) => panic_access_error(key.decl, err),
     };
     // SAFETY: see `value_ref`.
     f(init, unsafe { value_ref(value) })

@@ -361,11 +361,11 @@ fn send_task_blocks_refuse_values_that_are_not_send() {
         let panic = catch_unwind(|| SHARED.with_borrow(|_| ())).unwrap_err();
         let msg = panic.downcast_ref::<String>().unwrap();
         assert!(
-            msg.contains("`SHARED`") && msg.contains("not `Send`"),
+            msg.contains("::SHARED`") && msg.contains("not `Send`"),
             "{msg}"
         );
         let panic = catch_unwind(|| RAW.set(std::ptr::null())).unwrap_err();
-        assert!(panic.downcast_ref::<String>().unwrap().contains("`RAW`"));
+        assert!(panic.downcast_ref::<String>().unwrap().contains("::RAW`"));
     })
     .unwrap();
     // Everywhere else, they are reachable.
