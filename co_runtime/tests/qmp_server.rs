@@ -5,39 +5,7 @@
 //! (`qemu.qmp`) when `QMP_PYTHON` names an interpreter that has it (`.ci/run`
 //! makes such a venv); without `QMP_PYTHON` that test says it was skipped.
 
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/client.rs"]
-mod client;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/hmp.rs"]
-mod hmp;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/iothread.rs"]
-mod iothread;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/json.rs"]
-mod json;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/load.rs"]
-mod load;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/monitor.rs"]
-mod monitor;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/qmp.rs"]
-mod qmp;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/qobject.rs"]
-mod qobject;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/server.rs"]
-mod server;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/sys.rs"]
-mod sys;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/vm.rs"]
-mod vm;
+include!("qmp_common/example.rs");
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;

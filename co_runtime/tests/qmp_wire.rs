@@ -3,40 +3,8 @@
 //! qemu-storage-daemon 10.0.2 answers (`qmp_side_by_side.rs` checks the
 //! same cases against it live when it is installed).
 
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/client.rs"]
-mod client;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/hmp.rs"]
-mod hmp;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/iothread.rs"]
-mod iothread;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/json.rs"]
-mod json;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/load.rs"]
-mod load;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/monitor.rs"]
-mod monitor;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/qmp.rs"]
-mod qmp;
+include!("qmp_common/example.rs");
 mod qmp_common;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/qobject.rs"]
-mod qobject;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/server.rs"]
-mod server;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/sys.rs"]
-mod sys;
-#[allow(dead_code)]
-#[path = "../examples/qmp_server/vm.rs"]
-mod vm;
 
 use qmp_common::{Raw, Server};
 
