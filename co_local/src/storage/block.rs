@@ -3,12 +3,12 @@
 //! thread's pool.
 //!
 //! Owns [`Header`], [`Block`] (`new`, `inherit`, `reset`, `Drop`),
-//! `destroy`, `destroy_values`, `clean` and the per-thread `POOL`. Keeps SAFETY.md's I4 (a value is read only when alive,
-//! written only while not made, marked destroyed before it is dropped,
-//! linked into the list of what the block made when made, destroyed newest
-//! first) and its part of I5 and I6: a pinned block
-//! is orphaned, not destroyed; every death advances the clock and releases
-//! what names the block.
+//! `destroy`, `destroy_values`, `clean` and the per-thread `POOL`. Keeps
+//! SAFETY.md's I4 (a value is read only when alive, written only while not
+//! made, marked destroyed before it is dropped, linked into the list of what
+//! the block made when made, destroyed newest first) and its part of I5 and
+//! I6: a pinned block is orphaned, not destroyed; every death advances the
+//! clock and releases what names the block.
 
 use core::cell::{Cell, RefCell};
 use core::ptr::{self, NonNull};

@@ -7,8 +7,7 @@
 //! - `layout.rs`: the process-wide [`Layout`](layout::Layout): offsets
 //!   written into each declaration's [`Slot`] once, the image of the
 //!   constants copied into every block, where the order of making is kept;
-//!   the two
-//!   constructors that pair a key with its registry entry (I2, I3);
+//!   the two constructors that pair a key with its registry entry (I2, I3);
 //! - `block.rs`: [`Block`], one allocation of that layout: its header, its
 //!   making and inheriting, its destruction, a per-thread pool of clean
 //!   blocks for reuse, and the thread's own block (I4, parts of I5 and I6);
@@ -33,8 +32,9 @@
 //!   `LocalKey::scope_future` ([`Scoped`](crate::Scoped));
 //! - `task.rs`: the blocks of async tasks, under
 //!   [`WithLocals`](crate::WithLocals) and
-//!   [`LocalWithLocals`](crate::LocalWithLocals), which may move between
-//!   threads between two polls (I7).
+//!   [`LocalWithLocals`](crate::LocalWithLocals), and of
+//!   [`SendLocals`](crate::SendLocals), which may move between threads
+//!   between two calls (I7).
 //!
 //! A block is `[Header | plain constants | values with a state byte |
 //! links]`. A value with a state byte (a lazy value, or a constant whose
@@ -81,11 +81,12 @@
 //! - `CURRENT` itself: the owner's drop resets it to the thread's block if
 //!   it names the block.
 //!
-//! A [`WithLocals`](crate::WithLocals) task's block is in no live set: it is reachable only
-//! while one of its task's calls runs on a thread (or its destructors),
-//! which links it into that thread's chain (`chain.rs`) for that time, and
-//! every trace of it on that thread fails its check once the call is over
-//! (see [`TaskBlock`]). So it may move with its task between two calls.
+//! The block of a [`WithLocals`](crate::WithLocals) task or a
+//! [`SendLocals`](crate::SendLocals) is in no live set: it is reachable only
+//! while one of its calls runs on a thread (or its destructors), which
+//! links it into that thread's chain (`chain.rs`) for that time, and every
+//! trace of it on that thread fails its check once the call is over (see
+//! [`TaskBlock`]). So it may move with its owner between two calls.
 
 mod access;
 mod block;

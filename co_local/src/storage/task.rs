@@ -1,8 +1,8 @@
-//! The blocks of async tasks ([`WithLocals`] and [`LocalWithLocals`]):
-//! their calls, the state of
-//! the task around them, and the `unsafe` half of the wrappers (pinning of
-//! the inner future, its drop in place). The wrappers' public face is in
-//! `crate::task`.
+//! The blocks of async tasks ([`WithLocals`] and [`LocalWithLocals`]) and
+//! of [`SendLocals`](crate::SendLocals): their calls, the state of the task
+//! around them, and the `unsafe` half of the wrappers (pinning of the inner
+//! future, its drop in place). The wrappers' public face is in
+//! `crate::task` and `crate::locals`.
 //!
 //! Owns [`TaskBlock`] (`call`, `end`, `destroy`), `poll_task` and the
 //! `Future` impls. Keeps SAFETY.md's I7: between two calls nothing on any
