@@ -41,6 +41,15 @@ pub fn churn(mut fill: impl FnMut(u32)) -> Vec<Locals> {
         .collect()
 }
 
+/// A block dies here: a fresh `Locals`, written by `fill` with it current,
+/// then dropped. Every restore pending on this thread checks its block from
+/// then on, and the memory the block had may be reused.
+pub fn a_block_dies(fill: impl FnOnce()) {
+    let mut block = Locals::new();
+    block.enter(fill);
+    drop(block);
+}
+
 /// Polls `fut` once with a waker that does nothing.
 pub fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     let waker = futures::task::noop_waker();

@@ -159,25 +159,69 @@ fn a_lazy_value_is_made_first() {
     assert_eq!(block.enter(|| LAZY_ID.get()), 100, "made, then put back");
 }
 
-#[test]
-fn a_borrowed_ref_cell_at_drop_leaves_the_future_to_be_dropped_as_it_is() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let guard = SeesIdWhenDropped(seen.clone());
-    let mut block = Locals::new();
-    let scoped = TRACE.scope_future(vec![String::from("scoped")], async move {
+/// An element that writes its name into a shared log when dropped.
+struct Noted(&'static str, Log);
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+impl Drop for Noted {
+    fn drop(&mut self) {
+        self.1.lock().unwrap().push(self.0.to_string());
+    }
+}
+
+co_local! {
+    static NOTED: RefCell<Vec<Noted>> = RefCell::new(Vec::new());
+}
+
+/// A future that never completes and, when dropped, logs what it finds in
+/// `NOTED` then: the names of the value in place, or why there is none.
+fn logs_noted_when_dropped(log: Log) -> impl Future<Output = ()> {
+    struct Guard(Log);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let found = match NOTED.try_with(|n| {
+                n.try_borrow()
+                    .map(|n| n.iter().map(|e| e.0).collect::<Vec<_>>().join(","))
+            }) {
+                Ok(Ok(names)) => format!("future dropped with [{names}]"),
+                Ok(Err(_)) => String::from("future dropped, value borrowed mutably"),
+                Err(err) => format!("future dropped, value {:?}", err.kind()),
+            };
+            self.0.lock().unwrap().push(found);
+        }
+    }
+    let guard = Guard(log);
+    async move {
         let _guard = guard;
         pending::<()>().await;
-    });
-    let mut scoped = Box::pin(scoped);
+    }
+}
+
+#[test]
+fn a_borrowed_ref_cell_at_drop_leaves_the_future_to_be_dropped_as_it_is() {
+    let log = Log::default();
+    let mut block = Locals::new();
+    let value = vec![Noted("scoped", log.clone())];
+    let mut scoped = Box::pin(NOTED.scope_future(value, logs_noted_when_dropped(log.clone())));
     assert_eq!(block.enter(|| poll_once(&mut scoped)), Poll::Pending);
     block.enter(|| {
-        TRACE.with_borrow(|_| drop(scoped)); // no panic out of the drop
-        assert!(
-            TRACE.with_borrow(Vec::is_empty),
-            "the block's own trace is untouched"
+        NOTED.with_borrow_mut(|n| n.push(Noted("own", log.clone())));
+        NOTED.with_borrow(|_| drop(scoped)); // no panic out of the drop
+        assert_eq!(
+            NOTED.with_borrow(|n| n.iter().map(|e| e.0).collect::<Vec<_>>()),
+            ["own"],
+            "the block's own value is untouched"
         );
     });
-    assert_eq!(*seen.lock().unwrap(), [0]);
+    // The future first, as it is (it sees the block's own value), then the
+    // value that could not be put in place.
+    assert_eq!(
+        log.lock().unwrap().drain(..).collect::<Vec<_>>(),
+        ["future dropped with [own]", "scoped"]
+    );
+    drop(block);
+    assert_eq!(*log.lock().unwrap(), ["own"]);
 }
 
 #[test]
@@ -188,15 +232,21 @@ fn a_scoped_future_dropped_while_its_block_dies_does_not_panic() {
     co_local! {
         static HOLDER: RefCell<Holder> = RefCell::new(Holder(None));
     }
+    let log = Log::default();
     let mut block = Locals::new();
     block.enter(|| {
-        let scoped = TRACE.scope_future(vec![String::from("x")], pending::<()>());
-        // `TRACE` is made after `HOLDER`: it dies first, then `HOLDER`
+        let value = vec![Noted("scoped", log.clone())];
+        let scoped = NOTED.scope_future(value, logs_noted_when_dropped(log.clone()));
+        // `NOTED` is made after `HOLDER`: it dies first, then `HOLDER`
         // drops the future whose value cannot be put in place.
         HOLDER.with_borrow_mut(|h| h.0 = Some(Box::pin(scoped)));
-        TRACE.with_borrow_mut(|t| t.push(String::from("block")));
+        NOTED.with_borrow_mut(|n| n.push(Noted("own", log.clone())));
     });
     drop(block);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["own", "future dropped, value Destroyed", "scoped"]
+    );
 }
 
 #[test]

@@ -119,7 +119,7 @@ fn a_pool_of_threads_runs_each_job_with_the_block_made_where_it_was_queued() {
 fn a_send_locals_is_send_not_sync_and_debug() {
     fn is_send<T: Send>() {}
     is_send::<SendLocals>();
-    // Not `Sync`: `&SendLocals` cannot cross threads (checked by the
-    // compiler; a `Sync` impl would make this line's negation compile).
+    // Not `Sync`: ui-tests' `send_locals_shared_between_threads` shows a
+    // `&SendLocals` refused by `std::thread::spawn`.
     assert_eq!(format!("{:?}", SendLocals::new()), "SendLocals { .. }");
 }

@@ -133,3 +133,31 @@ fn a_task_call_on_a_stack_freed_without_unwinding_leaves_nothing_dangling() {
     // The task goes on with a fresh block (its call never ended).
     assert_eq!(task.with_locals(|| ID.get()), Some(0));
 }
+
+/// The same for a `SendLocals`, whose block is a task block too: an `enter`
+/// abandoned here, then the `SendLocals` moved to another thread, used and
+/// dropped there.
+#[test]
+fn a_send_locals_abandoned_inside_enter_is_never_freed_or_shared() {
+    let mut locals = co_local::SendLocals::new();
+    locals.enter(|| ID.set(7));
+    let mut g = Gn::<()>::new_scoped_local(|mut s| {
+        locals.enter(|| s.yield_with(()));
+    });
+    g.resume();
+    std::mem::forget(g);
+    let seen = std::thread::spawn(move || {
+        // A fresh block: the abandoned one stays with this test's thread.
+        let seen = locals.enter(|| ID.get());
+        locals.enter(|| ID.set(8));
+        let after = locals.enter(|| ID.get());
+        drop(locals);
+        (seen, after)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen, (0, 8));
+    let _churn = churn();
+    // Still current here: the abandoned block, leaked, with its value.
+    assert_eq!(ID.get(), 7);
+}

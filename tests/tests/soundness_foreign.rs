@@ -386,3 +386,68 @@ fn a_destructor_that_leaves_a_reference_behind_stops_the_destruction_there() {
     drop(co);
     drop(others);
 }
+
+/// A foreign coroutine suspends inside a `scope` whose block's owner then
+/// drops the block: the override's pin keeps the block, the previous value
+/// goes back into it when the scope ends, and nothing else sees either.
+#[test]
+fn a_scope_suspended_by_a_foreign_coroutine_outlives_its_dropped_block() {
+    let mut co = Coroutine::new(|y: &Yielder<(), ()>, ()| {
+        NAME.scope(String::from("scoped"), || {
+            y.suspend(());
+            NAME.with_borrow(Clone::clone)
+        })
+    });
+    let mut task = Locals::new();
+    task.enter(|| {
+        NAME.set(String::from("the task's name"));
+        assert!(matches!(co.resume(()), CoroutineResult::Yield(())));
+        assert_eq!(NAME.with_borrow(Clone::clone), "scoped");
+    });
+    drop(task); // orphaned: the scope still pins it
+    let others = churn();
+    // Resumed in the thread's own block: that is what it reads now; the
+    // scope's end puts the task's name back into the orphan, which dies.
+    match co.resume(()) {
+        CoroutineResult::Return(name) => assert_eq!(name, "fresh"),
+        CoroutineResult::Yield(()) => panic!("the coroutine should have returned"),
+    }
+    assert_eq!(NAME.with_borrow(Clone::clone), "fresh");
+    for (i, mut block) in others.into_iter().enumerate() {
+        assert_eq!(block.enter(|| ID.get()), 900 + i as u32);
+    }
+}
+
+/// The same with `scope_future`: the coroutine suspends in the middle of a
+/// poll of the scoped future.
+#[test]
+fn a_scoped_poll_suspended_by_a_foreign_coroutine_outlives_its_dropped_block() {
+    let mut co = Coroutine::new(|y: &Yielder<(), ()>, ()| {
+        let polled = std::future::poll_fn(|_| {
+            let before = NAME.with_borrow(Clone::clone);
+            y.suspend(());
+            std::task::Poll::Ready((before, NAME.with_borrow(Clone::clone)))
+        });
+        let mut scoped = std::pin::pin!(NAME.scope_future(String::from("scoped"), polled));
+        co_local_tests::poll_once(&mut scoped)
+    });
+    let mut task = Locals::new();
+    task.enter(|| {
+        NAME.set(String::from("the task's name"));
+        assert!(matches!(co.resume(()), CoroutineResult::Yield(())));
+        assert_eq!(NAME.with_borrow(Clone::clone), "scoped");
+    });
+    drop(task);
+    let others = churn();
+    match co.resume(()) {
+        CoroutineResult::Return(polled) => assert_eq!(
+            polled,
+            std::task::Poll::Ready((String::from("scoped"), String::from("fresh")))
+        ),
+        CoroutineResult::Yield(()) => panic!("the coroutine should have returned"),
+    }
+    assert_eq!(NAME.with_borrow(Clone::clone), "fresh");
+    for (i, mut block) in others.into_iter().enumerate() {
+        assert_eq!(block.enter(|| ID.get()), 900 + i as u32);
+    }
+}

@@ -32,9 +32,7 @@ impl Drop for Guard {
 }
 
 fn a_block_dies() {
-    let mut scratch = Locals::new();
-    scratch.enter(|| ID.set(99));
-    drop(scratch);
+    co_local_tests::a_block_dies(|| ID.set(99));
 }
 
 /// A block dies inside a scope begun here: the scope's end checks the block

@@ -63,6 +63,9 @@ std::thread_local! {
     /// What went wrong on this thread (destructors and coroutines being
     /// unwound cannot panic).
     static FAILURES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// Guards made on this thread and not dropped yet (on any thread): once
+    /// a one-thread seed has dropped everything, 0, or a block was lost.
+    static GUARDS_ALIVE: Cell<i64> = const { Cell::new(0) };
 }
 
 fn fail(what: String) {
@@ -83,9 +86,7 @@ fn take_failures() -> Vec<String> {
 /// A block dies: a scratch `Locals`, entered and dropped. Every restore
 /// pending on this thread is checked from then on.
 fn die() {
-    let mut scratch = Locals::new();
-    scratch.enter(|| ID.set(999_999));
-    drop(scratch);
+    co_local_tests::a_block_dies(|| ID.set(999_999));
 }
 
 /// Lives in a block with `ID` = `expect`; when that block dies, a block
@@ -97,6 +98,7 @@ struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        GUARDS_ALIVE.set(GUARDS_ALIVE.get() - 1);
         check(self.expect, "guard before");
         die();
         check(self.expect, "guard after");
@@ -106,6 +108,7 @@ impl Drop for Guard {
 /// Gives the current block its `ID` and a guard.
 fn seed_block(id: u64) {
     ID.set(id);
+    GUARDS_ALIVE.set(GUARDS_ALIVE.get() + 1);
     GUARDS.with_borrow_mut(|g| g.push(Guard { expect: id }));
 }
 
@@ -159,7 +162,7 @@ enum Kind {
 
 struct Co {
     co: Coroutine<(), (), ()>,
-    locals: Option<Locals>,
+    locals: Locals,
     kind: Kind,
 }
 
@@ -384,11 +387,7 @@ fn spawn_coroutine() {
     };
     let mut locals = Locals::new();
     locals.enter(|| seed_block(id));
-    let co = Co {
-        co,
-        locals: Some(locals),
-        kind,
-    };
+    let co = Co { co, locals, kind };
     put(&COROS, co);
 }
 
@@ -398,15 +397,16 @@ fn resume_slot(ctx: Ctx<'_>) -> bool {
     let Some(mut co) = take(&COROS) else {
         return true;
     };
-    let (done, more) = match (&co.kind, co.locals.as_mut()) {
-        (Kind::Scripted, Some(locals)) => {
+    let (done, more) = match co.kind {
+        Kind::Scripted => {
             let c = &mut co.co;
-            let done = matches!(locals.resume(|| c.resume(())), CoroutineResult::Return(()));
+            let done = matches!(
+                co.locals.resume(|| c.resume(())),
+                CoroutineResult::Return(())
+            );
             (done, true)
         }
-        // Its block gone: dropped below.
-        (Kind::Scripted, None) => (true, true),
-        (Kind::Pinner, _) => {
+        Kind::Pinner => {
             // It pins the current block, which a task then leaves behind.
             if let Some(lost) = ctx.task {
                 lost.set(true);
@@ -418,8 +418,8 @@ fn resume_slot(ctx: Ctx<'_>) -> bool {
         }
         // In the thread's own frame nothing would restore the block it
         // leaves current.
-        (Kind::Opener, _) if !ctx.restores => (false, true),
-        (Kind::Opener, _) => (
+        Kind::Opener if !ctx.restores => (false, true),
+        Kind::Opener => (
             matches!(co.co.resume(()), CoroutineResult::Return(())),
             false,
         ),
@@ -441,7 +441,7 @@ fn drop_coroutine(ctx: Ctx<'_>) -> bool {
     let Some(co) = take(&COROS) else {
         return true;
     };
-    let Co { co, locals, .. } = co;
+    let Co { co, mut locals, .. } = co;
     let plain = |co: Coroutine<(), (), ()>| {
         if ctx.restores {
             drop(co);
@@ -450,17 +450,17 @@ fn drop_coroutine(ctx: Ctx<'_>) -> bool {
         }
         !ctx.restores
     };
-    match (rng(3), locals) {
-        (0, Some(mut locals)) => {
+    match rng(3) {
+        0 => {
             locals.resume(|| drop(co));
             drop(locals);
             true
         }
-        (1, locals) => {
+        1 => {
             drop(locals);
             plain(co)
         }
-        (_, locals) => {
+        _ => {
             let more = plain(co);
             drop(locals);
             more
@@ -487,14 +487,15 @@ fn run_seed(seed: u64) {
     // sub-tasks), then the tasks.
     let coros = COROS.take();
     for co in coros.into_iter().flatten() {
-        let Co { co, locals, .. } = co;
-        match locals {
-            Some(mut locals) => locals.resume(|| drop(co)),
-            None => Locals::new().enter(|| drop(co)),
-        }
+        let Co { co, mut locals, .. } = co;
+        locals.resume(|| drop(co));
     }
     drop(TASKS.take());
     check(1, "end");
+    let lost = GUARDS_ALIVE.replace(0);
+    if lost != 0 {
+        fail(format!("{lost} guards never dropped"));
+    }
     let failures = take_failures();
     assert!(failures.is_empty(), "seed {seed}: {failures:#?}");
 }

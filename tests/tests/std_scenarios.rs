@@ -34,22 +34,24 @@ use co_runtime::{Coroutine, CoroutineResult, Yielder};
 /// A flag one thread sets and another waits for (at most a minute, so that
 /// a destructor that never runs fails the test instead of hanging it).
 #[derive(Clone, Default)]
-struct Signal(Arc<(Mutex<bool>, Condvar)>);
+struct Signal {
+    raised: Arc<Mutex<bool>>,
+    wake: Arc<Condvar>,
+}
 
 impl Signal {
     fn raise(&self) {
-        let (raised, wake) = &*self.0;
-        *raised.lock().unwrap() = true;
-        wake.notify_all();
+        *self.raised.lock().unwrap() = true;
+        self.wake.notify_all();
     }
 
     fn wait(&self) -> bool {
-        let (raised, wake) = &*self.0;
-        let guard = raised.lock().unwrap();
-        let (guard, _) = wake
-            .wait_timeout_while(guard, Duration::from_secs(60), |raised| !*raised)
+        let raised = self.raised.lock().unwrap();
+        let (raised, _) = self
+            .wake
+            .wait_timeout_while(raised, Duration::from_secs(60), |raised| !*raised)
             .unwrap();
-        *guard
+        *raised
     }
 }
 
@@ -337,39 +339,43 @@ fn join_orders_after_the_threads_destructors() {
 
 // --- thread::current() inside a destructor. ---
 
-/// Reaches `RETRIEVE` (never reached before) when dropped.
-struct Defer;
-/// Records the thread's name when dropped.
-struct RetrieveName;
+/// When dropped, reaches `NAMER` for the first time, so that it is made
+/// during the destruction of the thread's own block and dies next.
+struct ReachesNamer;
+/// When dropped, writes down the name of the thread it dies on.
+struct Namer;
 
-static NAME: Mutex<Option<String>> = Mutex::new(None);
+static THREAD_NAME_SEEN: Mutex<Option<String>> = Mutex::new(None);
 
-impl Drop for Defer {
+impl Drop for ReachesNamer {
     fn drop(&mut self) {
-        let _ = RETRIEVE.try_with(|_| {});
+        let _ = NAMER.try_with(|_| {});
     }
 }
 
-impl Drop for RetrieveName {
+impl Drop for Namer {
     fn drop(&mut self) {
-        *NAME.lock().unwrap() = thread::current().name().map(str::to_owned);
+        *THREAD_NAME_SEEN.lock().unwrap() = thread::current().name().map(str::to_owned);
     }
 }
 
 co_local! {
-    static DEFER: Defer = const { Defer };
-    static RETRIEVE: RetrieveName = const { RetrieveName };
+    static REACHES_NAMER: ReachesNamer = const { ReachesNamer };
+    static NAMER: Namer = const { Namer };
 }
 
 #[test]
 fn thread_current_in_a_destructor() {
     thread::Builder::new()
-        .name(String::from("test"))
-        .spawn(|| DEFER.with(|_| {}))
+        .name(String::from("named-worker"))
+        .spawn(|| REACHES_NAMER.with(|_| {}))
         .unwrap()
         .join()
         .unwrap();
-    assert_eq!(NAME.lock().unwrap().as_deref(), Some("test"));
+    assert_eq!(
+        THREAD_NAME_SEEN.lock().unwrap().as_deref(),
+        Some("named-worker")
+    );
 }
 
 // --- The connection guard of a request, in every kind of block. ---

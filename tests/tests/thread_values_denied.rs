@@ -97,8 +97,9 @@ fn a_scope_begun_before_the_denial_does_not_bring_the_thread_values_back() {
 #[test]
 fn a_locals_that_remembered_the_thread_block_forgets_it() {
     on_a_thread(|| {
-        REQUEST_ID.set(8); // the thread's own block is current
-                           // `opener` leaves a scope open that recorded the thread's block...
+        // The thread's own block is current; `opener` leaves a scope open
+        // that recorded it...
+        REQUEST_ID.set(8);
         let mut opener = corosensei::Coroutine::new(|y: &CoroYielder<(), ()>, ()| {
             let mut scratch = Locals::new();
             scratch.enter(|| y.suspend(()));

@@ -9,8 +9,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use co_local::{co_local, deny_thread_values, AccessErrorKind};
+use co_local_tests::message;
 
 co_local! {
     #[inherit]
@@ -20,18 +23,20 @@ co_local! {
     static RETRIES: Cell<u32> = const { Cell::new(0) };
 }
 
-fn multi_thread(deny: bool) -> tokio::runtime::Runtime {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(2);
-    if deny {
-        builder.on_thread_start(deny_thread_values);
-    }
-    builder.build().unwrap()
+/// A multi-thread runtime whose workers and blocking threads deny their own
+/// values, with one blocking thread, which every blocking job then shares.
+fn denying_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .on_thread_start(deny_thread_values)
+        .build()
+        .unwrap()
 }
 
 #[test]
 fn spawned_tasks_and_jobs_inherit_the_send_values_of_their_spawner() {
-    let runtime = multi_thread(true);
+    let runtime = denying_runtime();
     let seen = runtime.block_on(async {
         co_local::tokio::spawn(async {
             REQUEST_ID.set(21);
@@ -78,12 +83,56 @@ fn local_tasks_inherit_every_value_of_their_spawner() {
 }
 
 #[test]
-fn tasks_spawned_with_tokio_directly_panic_on_denying_workers() {
-    let runtime = multi_thread(true);
+fn work_spawned_with_tokio_directly_panics_where_the_spawn_functions_work() {
+    let runtime = denying_runtime();
     runtime.block_on(async {
         let bare = tokio::spawn(async { REQUEST_ID.get() });
-        assert!(bare.await.unwrap_err().is_panic());
+        let bare_job = tokio::task::spawn_blocking(|| REQUEST_ID.get());
+        for err in [bare.await.unwrap_err(), bare_job.await.unwrap_err()] {
+            let msg = message(&*err.into_panic());
+            assert!(msg.contains("denies its own values"), "{msg}");
+        }
         let wrapped = co_local::tokio::spawn(async { REQUEST_ID.get() });
-        assert_eq!(wrapped.await.unwrap(), 0);
+        let wrapped_job = co_local::tokio::spawn_blocking(|| REQUEST_ID.get());
+        assert_eq!((wrapped.await.unwrap(), wrapped_job.await.unwrap()), (0, 0));
+    });
+}
+
+#[test]
+fn each_blocking_job_has_its_own_values_on_a_reused_thread_and_they_die_with_it() {
+    /// Counts its drops.
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    co_local! {
+        static HELD: RefCell<Option<Counted>> = const { RefCell::new(None) };
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let runtime = denying_runtime();
+    runtime.block_on(async {
+        // One blocking thread: the jobs run on it one after the other.
+        for job in 0..3u32 {
+            let counted = Counted(drops.clone());
+            let seen = co_local::tokio::spawn_blocking(move || {
+                let before = (RETRIES.get(), HELD.with_borrow(Option::is_some));
+                RETRIES.set(job + 1);
+                HELD.set(Some(counted));
+                (std::thread::current().id(), before)
+            });
+            let (thread, before) = seen.await.unwrap();
+            assert_eq!(before, (0, false), "job {job} on {thread:?}");
+            assert_eq!(drops.load(Ordering::SeqCst), job as usize + 1);
+        }
+        // A job that panics destroys its values all the same.
+        let counted = Counted(drops.clone());
+        let panicked = co_local::tokio::spawn_blocking(move || {
+            HELD.set(Some(counted));
+            panic!("the job fails");
+        });
+        assert!(panicked.await.unwrap_err().is_panic());
+        assert_eq!(drops.load(Ordering::SeqCst), 4);
     });
 }
