@@ -72,7 +72,7 @@ async def out_of_band(path):
     await asyncio.sleep(0.05)
     fast = await client.execute("yank", {"instances": []}, oob=True)
     check(fast == {} and not slow.done(), "the out-of-band yank overtook the in-band command")
-    check(await slow == "slow in-band\n", "the in-band command after it")
+    check(await slow == "slow in-band\r\n", "the in-band command after it")
     await client.disconnect()
 
 
@@ -83,7 +83,7 @@ async def one_reporter(path, n, rounds):
         ms = (n * 7 + i * 3) % 20
         out = await client.execute("human-monitor-command",
                                    {"command-line": f"report {ms} {tag}"})
-        check(out == tag + "\n", f"client {n} got {out!r} for {tag!r}")
+        check(out == tag + "\r\n", f"client {n} got {out!r} for {tag!r}")
     await client.disconnect()
 
 
@@ -152,7 +152,7 @@ async def errors(path):
     await expect_error(client, "query-status", {"bogus": 1}, "GenericError",
                        "Parameter 'bogus' is unexpected")
     out = await client.execute("human-monitor-command", {"command-line": "no-such-hmp"})
-    check(out == "unknown command: 'no-such-hmp'\n", f"unknown HMP command: {out!r}")
+    check(out == "unknown command: 'no-such-hmp'\r\n", f"unknown HMP command: {out!r}")
     await client.disconnect()
 
 
@@ -162,7 +162,7 @@ def legacy_api(path):
     check("QMP" in greeting, "legacy greeting")
     check(qmp.cmd("query-status")["running"] in (True, False), "legacy query-status")
     out = qmp.cmd("human-monitor-command", **{"command-line": "report-now legacy"})
-    check(out == "legacy\n", f"legacy report {out!r}")
+    check(out == "legacy\r\n", f"legacy report {out!r}")
     qmp.close()
 
 

@@ -128,7 +128,7 @@ fn hmp_version_help_and_usage() {
     );
     assert_eq!(
         hmp_cmd(&mut hmp, "info version"),
-        "9.2.0 (co_local qmp_server)\n"
+        "9.2.0co_local qmp_server\n"
     );
     assert_eq!(hmp_cmd(&mut hmp, "info name"), "co_local\n");
     let report = "report MS TEXT -- wait MS milliseconds on a timer, then error_report(TEXT)\n";

@@ -8,16 +8,7 @@ mod qmp_common;
 
 use std::time::Duration;
 
-use qmp_common::{id_of, Blocker, Raw, Server};
-
-fn generic(desc: &str, id: Option<&str>) -> Vec<u8> {
-    let error = format!("\"error\": {{\"class\": \"GenericError\", \"desc\": \"{desc}\"}}");
-    match id {
-        Some(id) => format!("{{\"id\": \"{id}\", {error}}}\r\n"),
-        None => format!("{{{error}}}\r\n"),
-    }
-    .into_bytes()
-}
+use qmp_common::{generic_with_id as generic, id_of, Blocker, Raw, Server};
 
 #[test]
 fn the_oob_capability() {

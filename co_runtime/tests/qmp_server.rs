@@ -6,12 +6,11 @@
 //! makes such a venv); without `QMP_PYTHON` that test says it was skipped.
 
 include!("qmp_common/example.rs");
+mod qmp_common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,70 +18,29 @@ use serde_json::{json, Value};
 
 use client::{HmpClient, QmpClient};
 use monitor::Stats;
+use qmp_common::Server;
 
-/// A server on its own thread with fresh sockets; stopped when dropped.
-struct Fixture {
-    dir: PathBuf,
-    qmp: PathBuf,
-    hmp: PathBuf,
-    stop: server::StopHandle,
-    thread: Option<thread::JoinHandle<Stats>>,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "qmp_server-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let qmp = dir.join("qmp.sock");
-        let hmp = dir.join("hmp.sock");
-        let (stop, thread) = server::spawn(server::Config {
-            qmp: Some(qmp.clone()),
-            hmp: Some(hmp.clone()),
-            signals: false,
-            quiet: false,
-        })
-        .unwrap();
-        Fixture {
-            dir,
-            qmp,
-            hmp,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn qmp(&self) -> QmpClient {
+/// The clients of the example and the counters, for a server of
+/// `qmp_common` (here started with `Server::start_with(false)`, reporting
+/// to stderr as the binary does).
+impl Server {
+    fn qmp_client(&self) -> QmpClient {
         QmpClient::connect_negotiated(&self.qmp).unwrap()
     }
 
-    fn hmp(&self) -> HmpClient {
+    fn hmp_client(&self) -> HmpClient {
         HmpClient::connect(&self.hmp).unwrap().0
     }
 
-    /// Stops the server and returns its counters; no report may have
-    /// broken the invariant.
+    /// Stops the server and returns its counters (see `join`).
     fn finish(mut self) -> Stats {
-        self.stop.stop();
-        let stats = self.thread.take().unwrap().join().unwrap();
-        assert!(stats.violations.is_empty(), "{:#?}", stats.violations);
-        assert_eq!(stats.panics, 0);
-        assert!(
-            !self.qmp.exists() && !self.hmp.exists(),
-            "socket files left"
-        );
-        stats
+        self.join(true)
     }
 
     /// The server's counters, asked over QMP, once `ready` holds for them
     /// (polled for at most 10 s).
     fn stats_when(&self, ready: impl Fn(&Value) -> bool) -> Value {
-        let mut c = self.qmp();
+        let mut c = self.qmp_client();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let stats = c
@@ -97,16 +55,6 @@ impl Fixture {
     }
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.stop.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn err(class: &str, desc: &str) -> Result<Value, (String, String)> {
     Err((class.to_string(), desc.to_string()))
 }
@@ -118,7 +66,7 @@ fn raw_reply(c: &mut QmpClient, bytes: &[u8]) -> Value {
 
 #[test]
 fn negotiation_greeting_and_ids() {
-    let f = Fixture::new();
+    let f = Server::start_with(false);
     let (mut c, greeting) = QmpClient::connect(&f.qmp).unwrap();
     let version = &greeting["QMP"]["version"];
     assert!(version["qemu"]["major"].is_u64() && version["qemu"]["micro"].is_u64());
@@ -177,8 +125,8 @@ fn negotiation_greeting_and_ids() {
 
 #[test]
 fn qmp_errors_and_bad_input() {
-    let f = Fixture::new();
-    let mut c = f.qmp();
+    let f = Server::start_with(false);
+    let mut c = f.qmp_client();
     assert_eq!(
         c.execute("no-such", json!({})).unwrap(),
         err("CommandNotFound", "The command no-such has not been found")
@@ -293,8 +241,8 @@ fn qmp_errors_and_bad_input() {
         )
         .unwrap()
         .unwrap();
-    assert_eq!(got.as_str().map(str::len), Some(text.len() + 1));
-    // 5 MiB in one message: within QEMU's 64 MiB.
+    assert_eq!(got.as_str().map(str::len), Some(text.len() + 2)); // CRLF
+                                                                  // 5 MiB in one message: within QEMU's 64 MiB.
     let text = "y".repeat(5 << 20);
     let got = c
         .execute(
@@ -303,14 +251,14 @@ fn qmp_errors_and_bad_input() {
         )
         .unwrap()
         .unwrap();
-    assert_eq!(got.as_str().map(str::len), Some(text.len() + 1));
+    assert_eq!(got.as_str().map(str::len), Some(text.len() + 2)); // CRLF
     drop(c);
     f.finish();
 }
 
 #[test]
 fn hmp_session() {
-    let f = Fixture::new();
+    let f = Server::start_with(false);
     let (mut h, banner) = HmpClient::connect(&f.hmp).unwrap();
     assert!(
         banner.starts_with("QEMU ") && banner.contains("monitor"),
@@ -347,7 +295,7 @@ fn hmp_session() {
 
 #[test]
 fn reports_of_concurrent_clients_stay_with_them() {
-    let f = Fixture::new();
+    let f = Server::start_with(false);
     let result = load::run(&f.qmp, 8, 25).unwrap();
     assert!(result.crossed.is_empty(), "{:#?}", result.crossed);
     assert_eq!(result.commands, 200);
@@ -382,9 +330,9 @@ fn reports_of_concurrent_clients_stay_with_them() {
 
 #[test]
 fn fd_passing_is_per_monitor() {
-    let f = Fixture::new();
-    let mut owner = f.qmp();
-    let mut other = f.qmp();
+    let f = Server::start_with(false);
+    let mut owner = f.qmp_client();
+    let mut other = f.qmp_client();
     let (mine, theirs) = UnixStream::pair().unwrap();
     assert_eq!(
         owner.execute("getfd", json!({"fdname": "p"})).unwrap(),
@@ -439,8 +387,8 @@ fn fd_passing_is_per_monitor() {
 
 #[test]
 fn x_write_fd_suspends_while_the_fd_would_block() {
-    let f = Fixture::new();
-    let mut writer = f.qmp();
+    let f = Server::start_with(false);
+    let mut writer = f.qmp_client();
     let (mine, theirs) = UnixStream::pair().unwrap();
     writer.send_fd(theirs.as_fd()).unwrap();
     drop(theirs);
@@ -459,7 +407,7 @@ fn x_write_fd_suspends_while_the_fd_would_block() {
     // monitors are served, and its own monitor answers nothing else yet.
     let stats = f.stats_when(|s| s["in-flight"] == 1);
     assert_eq!(stats["in-flight"], 1);
-    let mut h = f.hmp();
+    let mut h = f.hmp_client();
     assert_eq!(h.cmd("report 1 meanwhile").unwrap(), "meanwhile\n");
     // Reading the other end lets it finish.
     mine.set_read_timeout(Some(Duration::from_secs(20)))
@@ -479,9 +427,9 @@ fn x_write_fd_suspends_while_the_fd_would_block() {
 
 #[test]
 fn stop_and_cont_events_reach_every_qmp_client() {
-    let f = Fixture::new();
-    let mut clients: Vec<QmpClient> = (0..3).map(|_| f.qmp()).collect();
-    let mut h = f.hmp();
+    let f = Server::start_with(false);
+    let mut clients: Vec<QmpClient> = (0..3).map(|_| f.qmp_client()).collect();
+    let mut h = f.hmp_client();
     clients[0].execute("stop", json!({})).unwrap().unwrap();
     // Already stopped: no second event.
     clients[0].execute("stop", json!({})).unwrap().unwrap();
@@ -508,14 +456,14 @@ fn stop_and_cont_events_reach_every_qmp_client() {
 
 #[test]
 fn a_client_that_leaves_during_its_command_leaks_nothing() {
-    let f = Fixture::new();
-    let mut h = f.hmp();
+    let f = Server::start_with(false);
+    let mut h = f.hmp_client();
     h.send("report 30000 never printed").unwrap();
-    let mut q = f.qmp();
+    let mut q = f.qmp_client();
     q.send_raw(b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"report 30000 lost\"}}\n")
         .unwrap();
     // A QMP client blocked in x-write-fd on a socket nobody reads.
-    let mut w = f.qmp();
+    let mut w = f.qmp_client();
     let (peer, theirs) = UnixStream::pair().unwrap();
     w.send_fd(theirs.as_fd()).unwrap();
     w.send_fd(theirs.as_fd()).unwrap(); // one for getfd, one left pending
@@ -552,8 +500,8 @@ fn a_client_that_leaves_during_its_command_leaks_nothing() {
 
 #[test]
 fn a_client_that_never_reads_is_throttled_and_others_are_served() {
-    let f = Fixture::new();
-    let mut lazy = f.qmp();
+    let f = Server::start_with(false);
+    let mut lazy = f.qmp_client();
     lazy.stream.set_nonblocking(true).unwrap();
     let request = b"{\"execute\": \"query-commands\"}\n";
     let mut sent = 0usize;
@@ -571,7 +519,7 @@ fn a_client_that_never_reads_is_throttled_and_others_are_served() {
         }
     }
     assert!(blocked, "the server read {sent} bytes without stopping");
-    let mut other = f.qmp();
+    let mut other = f.qmp_client();
     assert_eq!(
         other.execute("query-status", json!({})).unwrap().unwrap()["running"],
         true
@@ -588,8 +536,8 @@ fn a_client_that_never_reads_is_throttled_and_others_are_served() {
 
 #[test]
 fn a_monitor_keeps_a_bounded_number_of_fds() {
-    let f = Fixture::new();
-    let mut c = f.qmp();
+    let f = Server::start_with(false);
+    let mut c = f.qmp_client();
     let (_mine, theirs) = UnixStream::pair().unwrap();
     for _ in 0..monitor::MAX_PENDING_FDS + 4 {
         c.send_fd(theirs.as_fd()).unwrap();
@@ -644,9 +592,9 @@ fn a_monitor_keeps_a_bounded_number_of_fds() {
 
 #[test]
 fn quit_stops_the_server_and_removes_its_sockets() {
-    let mut f = Fixture::new();
-    let mut c = f.qmp();
-    let mut watcher = f.qmp();
+    let mut f = Server::start_with(false);
+    let mut c = f.qmp_client();
+    let mut watcher = f.qmp_client();
     assert_eq!(c.execute("quit", json!({})).unwrap(), Ok(json!({})));
     let stats = f.thread.take().unwrap().join().unwrap();
     assert!(stats.violations.is_empty());
@@ -670,7 +618,7 @@ fn python_qemu_qmp_client() {
         println!("skipped: QMP_PYTHON is not set (.ci/run sets it to a venv with qemu.qmp)");
         return;
     };
-    let f = Fixture::new();
+    let f = Server::start_with(false);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/qmp_interop.py");
     let out = std::process::Command::new(&python)
         .arg(script)

@@ -263,6 +263,12 @@ fn json_cases_answer_as_qemu_does() {
         "nesting",
         &[NEGOTIATE, deep.as_bytes(), deeper.as_bytes()],
     );
+    let long_keywords: Vec<Vec<u8>> = [1000, 1006, 1007, 5000]
+        .map(|n| [&b"a".repeat(n)[..], b"\n"].concat())
+        .into();
+    let mut chunks: Vec<&[u8]> = vec![NEGOTIATE];
+    chunks.extend(long_keywords.iter().map(Vec::as_slice));
+    compare(&targets, "long keywords", &chunks);
 }
 
 /// With `queued` quick requests behind one that blocks, whether an exec-oob
@@ -452,4 +458,66 @@ fn random_input_answers_as_qemu_does() {
             String::from_utf8_lossy(&input)
         );
     }
+}
+
+/// A request with `count` arguments of random names, some of them ones the
+/// command takes.
+fn request_with_unexpected_arguments(rng: &mut Rng, count: usize) -> Vec<u8> {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz_-0123456789";
+    let capabilities = rng.below(2) == 0;
+    let mut names: Vec<String> = Vec::new();
+    if capabilities && rng.below(2) == 0 {
+        names.push(String::from("enable"));
+    }
+    while names.len() < count {
+        let len = rng.below(8) + 1;
+        let mut name: String = (0..len)
+            .map(|_| char::from(LETTERS[rng.below(LETTERS.len())]))
+            .collect();
+        if rng.below(20) == 0 {
+            name.push('\u{e9}'); // bytes above 0x7F hash as signed chars
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let arguments: Vec<String> = names
+        .iter()
+        .map(|n| match n.as_str() {
+            "enable" => String::from("\"enable\": []"),
+            n => format!("\"{n}\": 1"),
+        })
+        .collect();
+    let command = if capabilities {
+        "qmp_capabilities"
+    } else {
+        "query-version"
+    };
+    format!(
+        "{{\"execute\": \"{command}\", \"arguments\": {{{}}}}}",
+        arguments.join(", ")
+    )
+    .into_bytes()
+}
+
+/// Which argument QEMU calls unexpected depends on the GLib hash table its
+/// input visitor keeps the names in (filled, emptied as the command reads
+/// its arguments, resized on the way): the same names, from 2 to 80 of
+/// them, get the same name back.
+#[test]
+fn the_unexpected_argument_named_is_qemus() {
+    let Some(targets) = both() else {
+        return;
+    };
+    let seed = 0x6A5E_ED00_0000_0001;
+    let mut rng = Rng(seed);
+    let requests: Vec<Vec<u8>> = (0..400)
+        .map(|_| {
+            let count = [2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 25, 40, 80][rng.below(13)];
+            request_with_unexpected_arguments(&mut rng, count)
+        })
+        .collect();
+    let mut chunks: Vec<&[u8]> = vec![NEGOTIATE];
+    chunks.extend(requests.iter().map(Vec::as_slice));
+    compare(&targets, "unexpected arguments", &chunks);
 }

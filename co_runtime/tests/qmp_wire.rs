@@ -6,16 +6,12 @@
 include!("qmp_common/example.rs");
 mod qmp_common;
 
-use qmp_common::{Raw, Server};
+use qmp_common::{generic, Raw, Server};
 
 const NOT_FOUND: &[u8] =
     b"{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"The command no-such-cmd has not been found\"}}\r\n";
 const EXPECTING_NEGOTIATION: &[u8] =
     b"{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Expecting capabilities negotiation with 'qmp_capabilities'\"}}\r\n";
-
-fn generic(desc: &str) -> Vec<u8> {
-    format!("{{\"error\": {{\"class\": \"GenericError\", \"desc\": \"{desc}\"}}}}\r\n").into_bytes()
-}
 
 /// qmp-test's malformed cases, each followed by its "recovered" check: a
 /// command with no newline after it, answered at once.
@@ -209,6 +205,34 @@ fn qemus_json_single_quotes_escapes_and_duplicate_keys() {
 }
 
 #[test]
+fn human_monitor_command_returns_the_monitors_crlf_lines() {
+    let server = Server::start();
+    let mut raw = Raw::negotiated(&server.qmp, false);
+    // QEMU's monitor writes every newline as CRLF, also into the buffer of
+    // the temporary monitor whose text the command returns.
+    assert_eq!(
+        raw.ask(b"{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"info name\"}}"),
+        b"{\"return\": \"co_local\\r\\n\"}\r\n"
+    );
+}
+
+#[test]
+fn a_long_parse_error_is_cut_where_qemus_buffer_ends() {
+    let server = Server::start();
+    let mut raw = Raw::negotiated(&server.qmp, false);
+    // What follows "JSON parse error, " fits QEMU's 1024-byte buffer, its
+    // NUL included: "invalid keyword '" and 1006 letters, no closing quote.
+    let mut keyword = b"a".repeat(5000);
+    keyword.push(b'\n');
+    let cut = format!("JSON parse error, invalid keyword '{}", "a".repeat(1006));
+    assert_eq!(raw.ask(&keyword), generic(&cut));
+    let mut short = b"a".repeat(1005);
+    short.push(b'\n');
+    let whole = format!("JSON parse error, invalid keyword '{}'", "a".repeat(1005));
+    assert_eq!(raw.ask(&short), generic(&whole));
+}
+
+#[test]
 fn output_is_ascii_with_qemus_escapes_numbers_and_member_order() {
     let server = Server::start();
     let mut raw = Raw::negotiated(&server.qmp, false);
@@ -229,6 +253,40 @@ fn output_is_ascii_with_qemus_escapes_numbers_and_member_order() {
         raw.ask(b"{\"execute\": \"x\", \"exec-oob\": \"y\"}"),
         generic("QMP input member 'exec-oob' is unexpected")
     );
+}
+
+#[test]
+fn the_unexpected_argument_named_is_the_one_qemu_names() {
+    let server = Server::start();
+    let mut raw = Raw::negotiated(&server.qmp, false);
+    // Not the first of the request: the first of the GLib hash table that
+    // QEMU's input visitor keeps the names in (the answers of
+    // qemu-storage-daemon 10.0.2).
+    let twelve: Vec<String> = (0..12).map(|i| format!("\"k{i}\": {i}")).collect();
+    let twelve = format!(
+        "{{\"execute\": \"query-version\", \"arguments\": {{{}}}}}",
+        twelve.join(", ")
+    );
+    for (request, named) in [
+        (
+            &b"{\"execute\": \"query-version\", \"arguments\": {\"a\": 1, \"b\": 2}}"[..],
+            "b",
+        ),
+        (
+            b"{\"execute\": \"query-version\", \"arguments\": {\"x\": 1, \"y\": 2, \"z\": 3}}",
+            "z",
+        ),
+        (twelve.as_bytes(), "k10"),
+        (
+            b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [], \"zz\": 1, \"a\": 2}}",
+            "a",
+        ),
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&raw.ask(request)),
+            String::from_utf8_lossy(&generic(&format!("Parameter '{named}' is unexpected"))),
+        );
+    }
 }
 
 #[test]

@@ -83,7 +83,7 @@ impl Transcript {
             "human-monitor-command",
             json!({"command-line": format!("report {ms} {text}")}),
         )?;
-        if got.as_ref().ok().and_then(Value::as_str) != Some(format!("{text}\n").as_str()) {
+        if got.as_ref().ok().and_then(Value::as_str) != Some(format!("{text}\r\n").as_str()) {
             self.crossed.push(format!("'{text}' came back as {got:?}"));
         }
         Ok(())

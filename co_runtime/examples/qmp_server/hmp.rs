@@ -125,17 +125,13 @@ pub fn lookup(line: &str) -> Option<(Handler, String)> {
     }
 }
 
-/// Runs one line to the end on the current monitor. With a yielder (inside
-/// a coroutine), coroutine-capable commands may suspend; without one they
-/// are refused, which the dispatcher never lets happen.
-pub fn run_line(y: Option<&CoYielder>, line: &str) {
+/// Runs one line to the end on the current monitor, inside a coroutine
+/// (`y`): coroutine-capable commands may suspend.
+pub fn run_line(y: &CoYielder, line: &str) {
     match lookup(line) {
         None => {}
         Some((Handler::Bh(f), rest)) => f(&rest),
-        Some((Handler::Co(f), rest)) => match y {
-            Some(y) => f(y, &rest),
-            None => monitor_printf("this command needs a coroutine\n"),
-        },
+        Some((Handler::Co(f), rest)) => f(y, &rest),
     }
 }
 
@@ -154,7 +150,7 @@ fn help(rest: &str) {
     let words: Vec<&str> = rest.split_whitespace().collect();
     let text = match words.as_slice() {
         [] => COMMANDS.iter().map(|c| help_line("", c)).collect(),
-        ["info", sub @ ..] if COMMANDS[1].is("info") => match sub {
+        ["info", sub @ ..] => match sub {
             [] => INFO.iter().map(|c| help_line("info ", c)).collect(),
             [sub, ..] => match INFO.iter().find(|c| c.is(sub)) {
                 Some(c) => help_line("info ", c),
@@ -196,8 +192,10 @@ fn info_status(_: &str) {
 }
 
 fn info_version(_: &str) {
+    // QEMU prints the package right after the version, with nothing
+    // between them.
     let (major, minor, micro) = vm::VERSION;
-    monitor_printf(&format!("{major}.{minor}.{micro} ({})\n", vm::PACKAGE));
+    monitor_printf(&format!("{major}.{minor}.{micro}{}\n", vm::PACKAGE));
 }
 
 fn stop(_: &str) {

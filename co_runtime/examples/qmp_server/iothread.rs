@@ -348,12 +348,7 @@ impl IoThread {
     fn request(&mut self, id: MonId, msg: Message) {
         match msg {
             Ok(req) if qmp::is_oob(&req) => {
-                let (negotiated, oob) = {
-                    let w = self.shared.lock();
-                    w.monitors
-                        .get(&id)
-                        .map_or((false, false), |m| (m.negotiated, m.oob))
-                };
+                let (negotiated, oob) = self.shared.lock().negotiated(id);
                 let reply = qmp::dispatch_oob(id, req, negotiated, oob);
                 let yanked = {
                     let mut w = self.shared.lock();

@@ -204,39 +204,44 @@ impl JsonStream {
     /// Feeds one byte; it completes at most two messages (a number ended by
     /// a bracket that unbalances, say).
     pub fn feed_byte(&mut self, b: u8, out: &mut Vec<Message>) {
+        // A byte that ends the token before it is looked at again from
+        // `Start`; every other one is consumed at once.
         loop {
-            let (consumed, next) = match step(self.state, b) {
-                Step::Go(s) => (true, Some(s)),
+            let consumed = match step(self.state, b) {
+                Step::Go(next @ (State::Start | State::Recovery)) => {
+                    self.token.clear();
+                    self.state = next;
+                    true
+                }
+                Step::Go(next) => {
+                    self.token.push(b);
+                    self.state = next;
+                    true
+                }
                 Step::Token(kind) => {
                     self.token.push(b);
                     self.token_done(kind, out);
-                    (true, None)
+                    self.state = State::Start;
+                    true
                 }
                 Step::Ends(kind) => {
                     self.token_done(kind, out);
-                    (false, Some(State::Start))
+                    self.state = State::Start;
+                    false
                 }
-                Step::Restart => (false, Some(State::Start)),
+                Step::Restart => {
+                    self.token.clear();
+                    self.state = State::Start;
+                    false
+                }
                 Step::Error => {
                     self.token.push(b);
                     let text = std::mem::take(&mut self.token);
                     self.stray(&text, out);
-                    (true, Some(State::Recovery))
+                    self.state = State::Recovery;
+                    true
                 }
             };
-            match next {
-                None => self.state = State::Start,
-                Some(State::Start) | Some(State::Recovery) => {
-                    self.token.clear();
-                    self.state = next.unwrap_or(State::Start);
-                }
-                Some(s) => {
-                    if consumed {
-                        self.token.push(b);
-                    }
-                    self.state = s;
-                }
-            }
             if consumed {
                 break;
             }
@@ -334,8 +339,15 @@ struct Parser<'a> {
 
 type Parsed = Result<QObject, String>;
 
+/// A parser error as QEMU words it. QEMU formats the part after the prefix
+/// into a buffer of 1024 bytes: a longer one (an invalid keyword of that
+/// length, the only one that can be) is cut at 1023.
 fn error(msg: &str) -> String {
-    format!("JSON parse error, {msg}")
+    let mut end = msg.len().min(1023);
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("JSON parse error, {}", &msg[..end])
 }
 
 impl<'a> Parser<'a> {

@@ -77,7 +77,7 @@ fn client(path: &Path, c: usize, commands: usize) -> io::Result<ClientResult> {
         .to_string();
     let mut r = ClientResult::default();
     let check = |r: &mut ClientResult, tag: &str, got: &Value| {
-        let want = json!(format!("{tag}\n"));
+        let want = json!(format!("{tag}\r\n"));
         if got.get("return") != Some(&want) {
             r.crossed
                 .push(format!("client {c} sent '{tag}', got {got}"));

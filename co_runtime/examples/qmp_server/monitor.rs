@@ -12,7 +12,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -208,6 +207,14 @@ impl World {
         id
     }
 
+    /// Whether the QMP monitor `id` has negotiated capabilities, and
+    /// whether it enabled `oob` (both false for a monitor that is gone).
+    pub fn negotiated(&self, id: MonId) -> (bool, bool) {
+        self.monitors
+            .get(&id)
+            .map_or((false, false), |m| (m.negotiated, m.oob))
+    }
+
     /// The connection a monitor belongs to: itself, or for a temporary HMP
     /// monitor, the monitor running the `human-monitor-command`.
     pub fn root(&self, mut id: MonId) -> MonId {
@@ -298,32 +305,16 @@ pub fn with_world<R>(f: impl FnOnce(&mut World) -> R) -> R {
     f(&mut world)
 }
 
-/// Where a report went.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Destination {
-    Monitor(MonId),
-    Stderr,
-}
-
-impl fmt::Display for Destination {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Destination::Monitor(id) => write!(f, "monitor #{}", id.0),
-            Destination::Stderr => f.write_str("stderr"),
-        }
-    }
-}
-
 /// QEMU's `error_report()`: prints `msg` to the current monitor if it is an
 /// HMP one, to stderr otherwise. Knows nothing of commands, coroutines or
 /// threads: only `CUR_MON`. Checks the seed's invariant on every call: the
 /// report is at the monitor whose command this thread's dispatcher is
 /// running (through a temporary HMP monitor of that command), or at stderr
 /// outside commands.
-pub fn error_report(msg: &str) -> Destination {
+pub fn error_report(msg: &str) {
     let cur = CUR_MON.get();
     let role = ROLE.get();
-    let (dest, to_stderr) = with_world(|w| {
+    let to_stderr = with_world(|w| {
         w.stats.reports += 1;
         if role == Role::Io {
             w.stats.oob_reports += 1;
@@ -348,18 +339,17 @@ pub fn error_report(msg: &str) -> Destination {
         match cur.filter(|id| w.monitors.get(id).is_some_and(|m| m.kind.is_hmp())) {
             Some(id) => {
                 w.output(id, format!("{msg}\r\n").as_bytes());
-                (Destination::Monitor(id), false)
+                false
             }
             None => {
                 w.stats.stderr_reports += 1;
-                (Destination::Stderr, !w.quiet)
+                !w.quiet
             }
         }
     });
     if to_stderr {
         eprintln!("qmp_server: {msg}");
     }
-    dest
 }
 
 /// QEMU's `monitor_printf()` to the current monitor, for HMP commands'

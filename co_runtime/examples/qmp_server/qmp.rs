@@ -272,9 +272,16 @@ fn missing(name: &str) -> QmpError {
     QmpError::generic(format!("Parameter '{name}' is missing"))
 }
 
+/// The error for a key of `dict` that is none of `known` (the members the
+/// command reads, in the order it reads them): the one QEMU names.
 fn unexpected(dict: &QDict, known: &[&str], prefix: &str) -> Result<(), QmpError> {
-    match dict.iter().find(|(k, _)| !known.contains(k)) {
-        Some((k, _)) => Err(QmpError::generic(format!(
+    let taken: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|k| dict.contains_key(k))
+        .collect();
+    match dict.first_key_left(&taken) {
+        Some(k) => Err(QmpError::generic(format!(
             "Parameter '{prefix}{k}' is unexpected"
         ))),
         None => Ok(()),
@@ -291,11 +298,8 @@ fn check_args(command: &Command, args: &QDict) -> Result<(), QmpError> {
         };
         match ty {
             Ty::Str if !matches!(v, QObject::Str(_)) => return Err(invalid_type(name, "string")),
-            Ty::Int => match v {
-                QObject::Int(_) => {}
-                QObject::Uint(u) if i64::try_from(*u).is_ok() => {}
-                _ => return Err(invalid_type(name, "integer")),
-            },
+            // A `Uint` is above `i64::MAX`: not an integer here, as in QEMU.
+            Ty::Int if !matches!(v, QObject::Int(_)) => return Err(invalid_type(name, "integer")),
             Ty::Capabilities => {
                 let QObject::List(items) = v else {
                     return Err(invalid_type(name, "array"));
@@ -321,7 +325,7 @@ fn check_args(command: &Command, args: &QDict) -> Result<(), QmpError> {
                     check_yank_instance(&format!("{name}[{i}]"), item)?;
                 }
             }
-            Ty::Str => {}
+            Ty::Str | Ty::Int => {}
         }
     }
     let known: Vec<&str> = command.params.iter().map(|p| p.0).collect();
@@ -373,11 +377,24 @@ pub fn dispatch_oob(mon: MonId, request: QObject, negotiated: bool, oob_enabled:
             let Handler::Bh(f) = command.handler else {
                 unreachable!("out-of-band commands run outside coroutines");
             };
-            let result = run_outside_coroutines(mon, command.name, || f(&args))
-                .unwrap_or_else(|()| Err(panicked(command.name)));
-            response(result.map(QObject::from), id)
+            run_bh(mon, command.name, f, &args, id)
         }
     }
+}
+
+/// Runs a command that never suspends at once, outside every coroutine,
+/// with `CUR_MON` set to `mon`: its reply, a panic of its handler answered
+/// as an error.
+pub fn run_bh(
+    mon: MonId,
+    name: &str,
+    f: fn(&Args) -> Reply,
+    args: &Args,
+    id: Option<QObject>,
+) -> QObject {
+    let result =
+        run_outside_coroutines(mon, name, || f(args)).unwrap_or_else(|()| Err(panicked(name)));
+    response(result.map(QObject::from), id)
 }
 
 /// The error of a command that panicked.
@@ -482,12 +499,12 @@ fn human_monitor_command(y: &CoYielder, args: &Args) -> Reply {
     let line = str_arg(args, "command-line");
     // CUR_MON is a temporary HMP monitor for the command's duration.
     let capture = CaptureMonitor::new();
-    capture.run(|| hmp::run_line(Some(y), line));
+    capture.run(|| hmp::run_line(y, line));
     let out = capture.take_output();
     drop(capture);
-    Ok(Value::String(
-        String::from_utf8_lossy(&out).replace("\r\n", "\n"),
-    ))
+    // As QEMU returns it: the monitor's own output, each newline written
+    // as CRLF.
+    Ok(Value::String(String::from_utf8_lossy(&out).into_owned()))
 }
 
 fn getfd(args: &Args) -> Reply {

@@ -89,6 +89,192 @@ impl QDict {
     }
 }
 
+impl QDict {
+    /// The key QEMU's input visitor calls unexpected once a command has
+    /// taken its arguments (`taken`, in the order the command reads them),
+    /// if any is left. The visitor keeps the dictionary's keys in a GLib
+    /// hash table, filled in the dictionary's own order and emptied as the
+    /// arguments are read, and names the first key its iteration finds:
+    /// so the answer is what [`KeySet`] gives, not the first key of the
+    /// request.
+    pub fn first_key_left(&self, taken: &[&str]) -> Option<&str> {
+        let mut set = KeySet::new();
+        for (key, _) in self.iter() {
+            set.insert(key);
+        }
+        for key in taken {
+            set.remove(key);
+        }
+        set.first()
+    }
+}
+
+/// The layout of GLib's string hash table (GLib 2.74, the version QEMU
+/// links here), as far as the order of its iteration goes: open
+/// addressing over a power-of-two array, the first probe at
+/// `hash * 11 mod p` (p the largest prime below the size), then steps of 1,
+/// 2, 3... wrapping at the size; removed entries leave tombstones; the
+/// table grows or shrinks in place when its load leaves 1/4..15/16.
+struct KeySet<'a> {
+    /// 0 for a free slot, 1 for a tombstone, else the key's hash (at
+    /// least 2).
+    hashes: Vec<u32>,
+    keys: Vec<Option<&'a str>>,
+    shift: u32,
+    /// Keys held, and keys plus tombstones.
+    live: usize,
+    occupied: usize,
+}
+
+/// The largest prime below each power of two, by exponent.
+const PRIME_BELOW: [u32; 32] = [
+    1, 2, 3, 7, 13, 31, 61, 127, 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071,
+    262139, 524287, 1048573, 2097143, 4194301, 8388593, 16777213, 33554393, 67108859, 134217689,
+    268435399, 536870909, 1073741789, 2147483647,
+];
+
+/// The smallest table: 8 slots.
+const MIN_SHIFT: u32 = 3;
+
+/// GLib's `g_str_hash`: djb2 over the bytes as signed chars, up to the
+/// first NUL (where a C string ends); 0 and 1 are reserved, and become 2.
+fn str_hash(key: &str) -> u32 {
+    let hash = key.bytes().take_while(|&b| b != 0).fold(5381u32, |h, b| {
+        (h << 5).wrapping_add(h).wrapping_add(b as i8 as u32)
+    });
+    hash.max(2)
+}
+
+impl<'a> KeySet<'a> {
+    fn new() -> KeySet<'a> {
+        KeySet {
+            hashes: vec![0; 1 << MIN_SHIFT],
+            keys: vec![None; 1 << MIN_SHIFT],
+            shift: MIN_SHIFT,
+            live: 0,
+            occupied: 0,
+        }
+    }
+
+    fn size(&self) -> usize {
+        1 << self.shift
+    }
+
+    fn home(&self, hash: u32) -> usize {
+        (hash.wrapping_mul(11) % PRIME_BELOW[self.shift as usize]) as usize
+    }
+
+    /// The slot of `key` if it is held, else where it would go: the first
+    /// tombstone on its probe path, or the free slot that ends it.
+    fn slot(&self, key: &str, hash: u32) -> usize {
+        let mask = self.size() - 1;
+        let mut at = self.home(hash);
+        let mut tombstone = None;
+        let mut step = 0;
+        while self.hashes[at] != 0 {
+            if self.hashes[at] == hash && self.keys[at] == Some(key) {
+                return at;
+            }
+            if self.hashes[at] == 1 && tombstone.is_none() {
+                tombstone = Some(at);
+            }
+            step += 1;
+            at = (at + step) & mask;
+        }
+        tombstone.unwrap_or(at)
+    }
+
+    fn insert(&mut self, key: &'a str) {
+        let hash = str_hash(key);
+        let at = self.slot(key, hash);
+        let before = self.hashes[at];
+        if before >= 2 {
+            return;
+        }
+        self.hashes[at] = hash;
+        self.keys[at] = Some(key);
+        self.live += 1;
+        if before == 0 {
+            self.occupied += 1;
+            self.maybe_resize();
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        let at = self.slot(key, str_hash(key));
+        if self.hashes[at] < 2 {
+            return;
+        }
+        self.hashes[at] = 1;
+        self.keys[at] = None;
+        self.live -= 1;
+        self.maybe_resize();
+    }
+
+    fn first(&self) -> Option<&'a str> {
+        (0..self.size())
+            .find(|&i| self.hashes[i] >= 2)
+            .and_then(|i| self.keys[i])
+    }
+
+    fn maybe_resize(&mut self) {
+        let size = self.size();
+        if (size > self.live * 4 && size > 1 << MIN_SHIFT)
+            || size <= self.occupied + self.occupied / 16
+        {
+            self.resize();
+        }
+    }
+
+    /// Rebuilds the table for its number of keys, in place: each key not
+    /// placed yet goes to the first slot of its probe path that no placed
+    /// key holds, and displaces what was there, which is placed next.
+    fn resize(&mut self) {
+        let old_size = self.size();
+        // The number of bits of a third more than the keys held.
+        let wanted = (self.live as f64 * 1.333) as u32;
+        self.shift = (u32::BITS - wanted.leading_zeros()).max(MIN_SHIFT);
+        let size = self.size();
+        let mask = size - 1;
+        if size > old_size {
+            self.hashes.resize(size, 0);
+            self.keys.resize(size, None);
+        }
+        let mut placed = vec![false; size.max(old_size)];
+        for i in 0..old_size {
+            let mut hash = self.hashes[i];
+            if hash < 2 {
+                self.hashes[i] = 0;
+                continue;
+            }
+            if placed[i] {
+                continue;
+            }
+            self.hashes[i] = 0;
+            let mut key = self.keys[i].take();
+            loop {
+                let mut at = self.home(hash);
+                let mut step = 0;
+                while placed[at] {
+                    step += 1;
+                    at = (at + step) & mask;
+                }
+                placed[at] = true;
+                let displaced = std::mem::replace(&mut self.hashes[at], hash);
+                let displaced_key = std::mem::replace(&mut self.keys[at], key);
+                if displaced < 2 {
+                    break;
+                }
+                hash = displaced;
+                key = displaced_key;
+            }
+        }
+        self.hashes.truncate(size);
+        self.keys.truncate(size);
+        self.occupied = self.live;
+    }
+}
+
 impl QObject {
     pub fn as_str(&self) -> Option<&str> {
         match self {

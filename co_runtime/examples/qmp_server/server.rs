@@ -394,11 +394,7 @@ impl Server {
                 return finish(id, &encode_line(&reply));
             }
         };
-        let (negotiated, oob) = with_world(|w| {
-            w.monitors
-                .get(&id)
-                .map_or((false, false), |m| (m.negotiated, m.oob))
-        });
+        let (negotiated, oob) = with_world(|w| w.negotiated(id));
         match qmp::prepare(request, negotiated, oob) {
             Prepared::Reply(reply) => finish(id, &encode_line(&reply)),
             Prepared::Run {
@@ -409,9 +405,7 @@ impl Server {
                 with_world(|w| w.stats.commands += 1);
                 match command.handler {
                     qmp::Handler::Bh(f) => {
-                        let result = run_outside_coroutines(id, command.name, || f(&args))
-                            .unwrap_or_else(|()| Err(qmp::panicked(command.name)));
-                        let reply = qmp::response(result.map(QObject::from), qmp_id);
+                        let reply = qmp::run_bh(id, command.name, f, &args, qmp_id);
                         finish(id, &encode_line(&reply));
                     }
                     qmp::Handler::Co(f) => {

@@ -51,7 +51,14 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server that keeps reports outside commands to itself.
     pub fn start() -> Server {
+        Server::start_with(true)
+    }
+
+    /// A server that prints reports outside commands to stderr unless
+    /// `quiet`, as the binary does.
+    pub fn start_with(quiet: bool) -> Server {
         let dir = TempDir::new("server");
         let qmp = dir.0.join("qmp.sock");
         let hmp = dir.0.join("hmp.sock");
@@ -59,7 +66,7 @@ impl Server {
             qmp: Some(qmp.clone()),
             hmp: Some(hmp.clone()),
             signals: false,
-            quiet: true,
+            quiet,
         })
         .unwrap();
         Server {
@@ -95,6 +102,22 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
+}
+
+/// The line QEMU writes for a `GenericError` with `desc`, without an id.
+pub fn generic(desc: &str) -> Vec<u8> {
+    generic_with_id(desc, None)
+}
+
+/// The line QEMU writes for a `GenericError` with `desc`, and the request's
+/// string id if it had one (written first, as QEMU orders the members).
+pub fn generic_with_id(desc: &str, id: Option<&str>) -> Vec<u8> {
+    let error = format!("\"error\": {{\"class\": \"GenericError\", \"desc\": \"{desc}\"}}");
+    match id {
+        Some(id) => format!("{{\"id\": \"{id}\", {error}}}\r\n"),
+        None => format!("{{{error}}}\r\n"),
+    }
+    .into_bytes()
 }
 
 /// A client that sends bytes and reads lines as bytes.
